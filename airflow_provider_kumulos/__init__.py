@@ -1,0 +1,96 @@
+"""Apache Airflow provider for the Kumulos CRM API.
+
+Importing this package is cheap on purpose: Airflow calls :func:`get_provider_info` while it
+discovers providers, so nothing here imports Airflow, ``requests`` or ``tenacity``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's ProvidersManager (validated against its JSON schema)."""
+    return {
+        "package-name": "airflow-provider-kumulos",
+        "name": "Kumulos",
+        "description": "`Kumulos CRM <https://docs.kumulos.com/>`__: export users, set and delete "
+        "user attributes, and wait for users to appear.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Kumulos CRM",
+                "external-doc-url": "https://docs.kumulos.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Kumulos CRM",
+                "python-modules": ["airflow_provider_kumulos.hooks.kumulos"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Kumulos CRM",
+                "python-modules": ["airflow_provider_kumulos.operators.kumulos"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Kumulos CRM",
+                "python-modules": ["airflow_provider_kumulos.sensors.kumulos"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Kumulos CRM",
+                "python-modules": ["airflow_provider_kumulos.triggers.kumulos"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_kumulos.hooks.kumulos.KumulosCRMHook",
+                "connection-type": "kumulos",
+                "hook-name": "Kumulos CRM",
+                "ui-field-behaviour": {
+                    "hidden-fields": UI_FIELD_BEHAVIOUR["hidden_fields"],
+                    "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+                    "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Read timeout per request (connect timeout stays 10 s).",
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                        "description": "Retries of 429/5xx/network errors (default 5).",
+                    },
+                    "verify": {
+                        "label": "Verify TLS (true/false or CA bundle path)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+    }
+
+
+#: Connection form layout, shared by provider info (Airflow >= 3.2) and the hook (older releases).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden_fields": ["schema", "port"],
+    "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
+    "placeholders": {
+        "host": "https://crm.kumulos.com",
+        "login": "your app's API key",
+        "password": "your app's server key",
+        "extra": '{"timeout": 60, "max_retries": 5, "verify": true}',
+    },
+}

@@ -1,0 +1,1 @@
+"""Export machinery: output formats, atomic sinks, parts and manifests, resume state."""

@@ -1,0 +1,432 @@
+"""The one place that knows the Kumulos CRM API's rules. No I/O happens here.
+
+It builds requests (paths, percent-encoded user ids, query checks), validates input before anything
+is sent, turns a response into a result or a typed error, and decides whether an error is worth
+retrying and after how long. The sync hook (requests) and the async trigger (httpx) both call it,
+so they can never disagree about what a status means.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_kumulos.exceptions import (
+    KumulosAuthError,
+    KumulosError,
+    KumulosInputError,
+    KumulosRateLimitError,
+    KumulosResponseError,
+    KumulosServerError,
+    KumulosTransportError,
+    KumulosUserNotFoundError,
+    KumulosValidationError,
+)
+
+DEFAULT_BASE_URL = "https://crm.kumulos.com"
+MAX_PER_PAGE = 1000
+#: Undocumented by Kumulos; long enough for any real identifier, short enough for every URL limit.
+MAX_USER_ID_LENGTH = 1024
+#: Status codes worth another attempt; 400, 401, 404 and 422 never are.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: How much response text an error message may quote.
+MAX_ERROR_TEXT = 300
+
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A fully validated request, ready for any HTTP client."""
+
+    method: str
+    path: str
+    operation: str
+    params: dict[str, int] | None = None
+    body: bytes | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """The parts of an HTTP response the policy needs, whatever client fetched it."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsersPage:
+    """One page of ``GET /v2/users``.
+
+    ``users`` holds dicts, or ``msgspec.Raw`` byte slices (the user objects exactly as sent) when
+    the page was decoded raw; raw decoding skips building Python objects for pass-through exports.
+    """
+
+    users: list[Any]
+    total_users: int
+    page: int
+    per_page: int
+    nbytes: int
+
+
+# --- input validation -------------------------------------------------------------------------
+
+
+def check_user_id(user_id: object, parameter: str = "user_id") -> str:
+    """Return ``user_id`` if it can name exactly one Kumulos user, else raise ``KumulosInputError``."""
+    if not isinstance(user_id, str):
+        raise KumulosInputError(
+            parameter,
+            f"expected a string, got {type(user_id).__name__}",
+            "Pass the identifier your app gives associateUserWithInstall() as a str.",
+        )
+    if not user_id:
+        raise KumulosInputError(parameter, "it is empty", "Pass a non-empty user identifier.")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise KumulosInputError(
+            parameter,
+            f"it is {len(user_id)} characters long",
+            f"Kumulos identifiers are limited here to {MAX_USER_ID_LENGTH} characters.",
+        )
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise KumulosInputError(
+            parameter,
+            "it contains characters that cannot be encoded as UTF-8 (lone surrogates)",
+            "Pass a valid Unicode string.",
+        ) from None
+    return user_id
+
+
+def encode_user_id(user_id: str) -> str:
+    """Percent-encode ``user_id`` as exactly one path segment.
+
+    ``quote(safe="")`` escapes ``/ ? # %`` and everything non-ASCII; a segment made only of dots is
+    escaped too, because clients and proxies collapse ``.`` and ``..`` segments.
+    """
+    segment = quote(user_id, safe="")
+    if set(user_id) == {"."}:
+        segment = "%2E" * len(user_id)
+    return segment
+
+
+def check_attributes(attributes: object, parameter: str = "attributes") -> bytes:
+    """Validate an attribute object and return its JSON encoding (the request body)."""
+    if not isinstance(attributes, Mapping):
+        raise KumulosInputError(
+            parameter,
+            f"expected a JSON object (dict), got {type(attributes).__name__}",
+            'Pass a dict such as {"segment": "vip"}.',
+        )
+    bad_keys = [k for k in attributes if not isinstance(k, str)]
+    if bad_keys:
+        raise KumulosInputError(
+            parameter,
+            f"keys must be strings, found {type(bad_keys[0]).__name__} key {bad_keys[0]!r}",
+            "Convert the keys to str.",
+        )
+    try:
+        return json.dumps(dict(attributes), allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except ValueError as exc:
+        if "Out of range float" in str(exc) or "not JSON compliant" in str(exc):
+            raise KumulosInputError(
+                parameter,
+                "it contains NaN or Infinity, which JSON cannot carry",
+                "Replace them with null or a number.",
+            ) from None
+        raise KumulosInputError(parameter, f"not serialisable as JSON ({exc})", "Pass JSON values.") from None
+    except TypeError as exc:
+        raise KumulosInputError(
+            parameter,
+            f"not serialisable as JSON ({exc})",
+            "Use str, int, float, bool, None, list or dict values (convert dates to ISO strings).",
+        ) from None
+    except RecursionError:
+        raise KumulosInputError(
+            parameter, "it is nested too deeply to encode", "Flatten the attribute values."
+        ) from None
+
+
+def check_paging(page: object, per_page: object) -> tuple[int, int]:
+    """Validate ``page`` (>= 1) and ``per_page`` (1..1000)."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise KumulosInputError("page", f"{page!r} is not a whole number >= 1", "Pages start at 1.")
+    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= MAX_PER_PAGE:
+        raise KumulosInputError(
+            "per_page",
+            f"{per_page!r} is not a whole number between 1 and {MAX_PER_PAGE}",
+            f"Kumulos serves at most {MAX_PER_PAGE} users per page; use a value in 1..{MAX_PER_PAGE}.",
+        )
+    return page, per_page
+
+
+# --- request building -------------------------------------------------------------------------
+
+
+def users_page_request(page: int, per_page: int) -> Request:
+    """``GET /v2/users?currentPage=&numberPerPage=``."""
+    page, per_page = check_paging(page, per_page)
+    return Request("GET", "/v2/users", "list users", params={"currentPage": page, "numberPerPage": per_page})
+
+
+def _attributes_path(user_id: str) -> str:
+    return f"/v1/users/{encode_user_id(user_id)}/attributes"
+
+
+def get_attributes_request(user_id: str) -> Request:
+    """``GET /v1/users/{id}/attributes``."""
+    user_id = check_user_id(user_id)
+    return Request("GET", _attributes_path(user_id), "get attributes", user_id=user_id)
+
+
+def set_attributes_request(user_id: str, attributes: Mapping[str, Any]) -> Request:
+    """``PUT /v1/users/{id}/attributes`` with the raw attribute object as body."""
+    user_id = check_user_id(user_id)
+    body = check_attributes(attributes)
+    return Request("PUT", _attributes_path(user_id), "set attributes", body=body, user_id=user_id)
+
+
+def delete_attributes_request(user_id: str) -> Request:
+    """``DELETE /v1/users/{id}/attributes``."""
+    user_id = check_user_id(user_id)
+    return Request("DELETE", _attributes_path(user_id), "delete attributes", user_id=user_id)
+
+
+# --- response interpretation ------------------------------------------------------------------
+
+
+def _snippet(body: bytes) -> str:
+    text = body[: MAX_ERROR_TEXT * 4].decode("utf-8", errors="replace").strip()
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
+def _where(request: Request, status: int | None = None) -> str:
+    where = f"Kumulos {request.operation} ({request.method} {request.path})"
+    return f"{where} returned HTTP {status}" if status is not None else where
+
+
+def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent/garbled."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if parsed.tzinfo is None:
+            return None
+        seconds = parsed.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _decode_json(request: Request, response: Response) -> Any:
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        raise KumulosResponseError(
+            f"{_where(request, response.status)} with a body that is not JSON: {_snippet(response.body)!r}",
+            status=response.status,
+            operation=request.operation,
+        ) from None
+
+
+def error_for(request: Request, response: Response) -> KumulosError:
+    """Map a non-success status to its typed error (with ``retry_after`` where the server set one)."""
+    status = response.status
+    where = _where(request, status)
+    error: KumulosError
+    if status == 401:
+        error = KumulosAuthError(
+            f"{where}: authentication failed. Check the connection's API key (login) and "
+            "server key (password) for this Kumulos app.",
+            status=status,
+            operation=request.operation,
+        )
+    elif status == 422:
+        try:
+            body: Any = json.loads(response.body)
+        except ValueError:
+            body = _snippet(response.body)
+        error = KumulosValidationError(
+            f"{where}: the server rejected the request: {_snippet(response.body)}",
+            body=body,
+            status=status,
+            operation=request.operation,
+        )
+    elif request.user_id is not None and (
+        (status == 404 and request.method == "GET") or (status == 400 and request.method == "DELETE")
+    ):
+        error = KumulosUserNotFoundError(
+            f"{where}: user {request.user_id!r} does not exist.",
+            user_id=request.user_id,
+            status=status,
+            operation=request.operation,
+        )
+    elif status == 429:
+        error = KumulosRateLimitError(
+            f"{where}: rate limited by Kumulos.", status=status, operation=request.operation
+        )
+    elif status >= 500:
+        error = KumulosServerError(
+            f"{where}: server error: {_snippet(response.body)}", status=status, operation=request.operation
+        )
+    else:
+        error = KumulosServerError(
+            f"{where}: unexpected status: {_snippet(response.body)}",
+            status=status,
+            operation=request.operation,
+        )
+    error.retry_after = _parse_retry_after(response.headers) if status in (429, 503) else None
+    return error
+
+
+def interpret(request: Request, response: Response) -> Any:
+    """Return the documented result of ``request`` or raise its typed error.
+
+    Results: attributes dict (GET), ``{"identifier", "attributes"}`` dict (PUT), None (DELETE).
+    Users pages go through :func:`decode_users_page` instead.
+    """
+    expected = 204 if request.method == "DELETE" else 200
+    if response.status != expected and not (request.method == "DELETE" and response.status == 200):
+        raise error_for(request, response)
+    if request.method == "DELETE":
+        return None
+    payload = _decode_json(request, response)
+    if not isinstance(payload, dict):
+        raise KumulosResponseError(
+            f"{_where(request, response.status)} with a JSON {type(payload).__name__}, expected an object.",
+            status=response.status,
+            operation=request.operation,
+        )
+    if request.method == "PUT" and not isinstance(payload.get("attributes", {}), dict):
+        raise KumulosResponseError(
+            f"{_where(request, response.status)} without an attributes object.",
+            status=response.status,
+            operation=request.operation,
+        )
+    return payload
+
+
+def decode_users_page(request: Request, response: Response, *, raw: bool = False) -> UsersPage:
+    """Check a users page's shape and decode it; ``raw=True`` keeps each user as bytes."""
+    import msgspec
+
+    if response.status != 200:
+        raise error_for(request, response)
+    params = request.params or {}
+    try:
+        decoded = msgspec.json.decode(response.body, type=_page_types()[1 if raw else 0])
+    except msgspec.ValidationError as exc:
+        raise KumulosResponseError(
+            f"{_where(request, 200)} with a page that does not match the documented shape ({exc}).",
+            status=200,
+            operation=request.operation,
+        ) from None
+    except msgspec.DecodeError:
+        raise KumulosResponseError(
+            f"{_where(request, 200)} with a body that is not JSON: {_snippet(response.body)!r}",
+            status=200,
+            operation=request.operation,
+        ) from None
+    return UsersPage(
+        users=decoded.users,
+        total_users=decoded.totalUsers,
+        page=params.get("currentPage", 1),
+        per_page=params.get("numberPerPage", MAX_PER_PAGE),
+        nbytes=len(response.body),
+    )
+
+
+@functools.cache
+def _page_types() -> tuple[Any, Any]:
+    """msgspec types for a users page, built on first use to keep msgspec out of module import."""
+    import msgspec
+
+    class _Page(msgspec.Struct):
+        users: list[dict[str, Any]]
+        totalUsers: int
+
+    class _RawPage(msgspec.Struct):
+        users: list[msgspec.Raw]
+        totalUsers: int
+
+    return _Page, _RawPage
+
+
+# --- retry policy -----------------------------------------------------------------------------
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt may succeed: 429, 5xx, transport errors, garbled bodies."""
+    if isinstance(error, KumulosTransportError):
+        return True
+    if isinstance(error, KumulosResponseError):
+        # A truncated or HTML body with status 200 is a proxy or network hiccup, worth one more try.
+        return True
+    if isinstance(error, KumulosRateLimitError | KumulosServerError):
+        return error.status in RETRYABLE_STATUSES
+    return False
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds the server asked us to wait, if it did."""
+    return error.retry_after if isinstance(error, KumulosError) else None
+
+
+def backoff_seconds(
+    attempt: int, error: BaseException | None, *, base: float, cap: float, max_retry_after: float
+) -> float:
+    """Delay before attempt ``attempt + 1``: the server's ``Retry-After`` (capped), else jittered exponential backoff.
+
+    Jitter (uniform in the upper half of min(cap, base * 2**(attempt-1))) spreads concurrent workers
+    apart while keeping a floor under each wait.
+    """
+    import random
+
+    asked = retry_after(error) if error is not None else None
+    if asked is not None:
+        return min(asked, max_retry_after)
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "JSON_HEADERS",
+    "MAX_PER_PAGE",
+    "KumulosTransportError",
+    "Request",
+    "Response",
+    "UsersPage",
+    "backoff_seconds",
+    "check_attributes",
+    "check_paging",
+    "check_user_id",
+    "decode_users_page",
+    "delete_attributes_request",
+    "encode_user_id",
+    "error_for",
+    "get_attributes_request",
+    "interpret",
+    "is_retryable",
+    "retry_after",
+    "set_attributes_request",
+    "users_page_request",
+]

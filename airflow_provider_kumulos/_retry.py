@@ -1,0 +1,60 @@
+"""Retry settings shared by the sync hook and the async trigger.
+
+Both build their tenacity controller (``Retrying`` / ``AsyncRetrying``) from :func:`retry_kwargs`,
+so "what is retried" and "how long to wait" come from ``_policy`` in exactly one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kumulos import _policy
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How hard to try: ``max_retries`` extra attempts, jittered exponential backoff, capped waits."""
+
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise _policy.KumulosInputError(
+                "max_retries", f"{self.max_retries} is negative", "Use 0 or more."
+            )
+        if self.backoff_base < 0 or self.backoff_max < 0 or self.max_retry_after < 0:
+            raise _policy.KumulosInputError(
+                "backoff", "backoff_base, backoff_max and max_retry_after must be >= 0", "Use seconds >= 0."
+            )
+
+    def wait_seconds(self, retry_state: RetryCallState) -> float:
+        """tenacity ``wait`` callback: the policy's delay for this attempt's error."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        return _policy.backoff_seconds(
+            retry_state.attempt_number,
+            error,
+            base=self.backoff_base,
+            cap=self.backoff_max,
+            max_retry_after=self.max_retry_after,
+        )
+
+
+def retry_kwargs(settings: RetrySettings, before_sleep: Callable[[RetryCallState], Any]) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying``."""
+    import tenacity
+
+    return {
+        "stop": tenacity.stop_after_attempt(settings.max_retries + 1),
+        "wait": settings.wait_seconds,
+        "retry": tenacity.retry_if_exception(_policy.is_retryable),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }

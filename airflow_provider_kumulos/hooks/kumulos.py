@@ -1,0 +1,413 @@
+"""KumulosCRMHook: every HTTP call to the Kumulos CRM API goes through here.
+
+The hook owns the session (pooling, Basic auth, JSON headers, TLS), timeouts, retries (tenacity)
+and the mapping of failures to typed errors; the API's rules themselves live in ``_policy``.
+``requests`` and ``tenacity`` are imported on first use so that DAG files importing operators stay
+cheap to parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _metrics, _policy
+from airflow_provider_kumulos._gate import RequestGate
+from airflow_provider_kumulos._retry import RetrySettings, retry_kwargs
+from airflow_provider_kumulos.exceptions import (
+    KumulosAuthError,
+    KumulosConfigError,
+    KumulosError,
+    KumulosTransportError,
+    KumulosUserNotFoundError,
+)
+
+if TYPE_CHECKING:
+    import requests
+    from tenacity import RetryCallState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything needed to talk to one Kumulos app, resolved from the connection and hook args."""
+
+    base_url: str
+    api_key: str
+    server_key: str = field(repr=False)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    verify: bool | str = True
+    retry: RetrySettings = field(default_factory=RetrySettings)
+
+
+@dataclass
+class RequestStats:
+    """What this hook has done so far: for progress lines and summaries (thread-safe updates)."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: int = 0
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, operation: str, status: int | str) -> None:
+        with self._lock:
+            self.requests[(operation, str(status))] += 1
+        _metrics.request(operation, status)
+
+    def record_retry(self, operation: str, reason: str, sleep: float, rate_limited: bool) -> None:
+        with self._lock:
+            self.retries += 1
+            if rate_limited:
+                self.rate_limit_waits += 1
+                self.rate_limit_wait_seconds += sleep
+        _metrics.retry(operation, reason)
+        if rate_limited:
+            _metrics.rate_limit_wait(sleep)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+def _as_float(name: str, value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise KumulosConfigError(
+            f"Connection extra {name!r} must be a number of seconds, got {value!r}."
+        ) from None
+    if result <= 0:
+        raise KumulosConfigError(f"Connection extra {name!r} must be > 0, got {value!r}.")
+    return result
+
+
+def _as_verify(value: Any) -> bool | str:
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    return text  # a CA bundle path
+
+
+def _base_url(host: str | None, port: int | None) -> str:
+    url = (host or "").strip().rstrip("/") or _policy.DEFAULT_BASE_URL
+    if "://" not in url:
+        url = f"https://{url}"
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise KumulosConfigError(
+            f"Connection host must be an http(s) base URL such as {_policy.DEFAULT_BASE_URL}, got scheme {scheme!r}."
+        )
+    if port and url.count(":") == 1:
+        url = f"{url}:{port}"
+    return url
+
+
+class KumulosCRMHook(BaseHook):
+    """Talk to the Kumulos CRM API (users, attributes) with pooled connections and safe retries.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``: login = API key,
+        password = server key, host = base URL (default ``https://crm.kumulos.com``).
+    :param timeout: read timeout in seconds (connection extra ``timeout``; default 60).
+    :param connect_timeout: connect timeout in seconds (extra ``connect_timeout``; default 10).
+    :param max_retries: extra attempts on 429, 5xx, network errors (extra ``max_retries``; default 5).
+    :param backoff_base: first backoff in seconds, doubled each retry (extra ``backoff_base``).
+    :param backoff_max: longest backoff in seconds (extra ``backoff_max``; default 30).
+    :param max_retry_after: cap on a server's ``Retry-After`` in seconds (default 120).
+    :param verify: TLS verification: True, False or a CA bundle path (extra ``verify``).
+    :param pool_size: connections kept open to Kumulos (raise it for concurrent bulk writes).
+    :param max_requests_per_second: optional cap on the request rate of this hook.
+    """
+
+    conn_name_attr = "kumulos_conn_id"
+    default_conn_name = "kumulos_default"
+    conn_type = "kumulos"
+    hook_name = "Kumulos CRM"
+
+    def __init__(
+        self,
+        kumulos_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
+        max_retry_after: float | None = None,
+        verify: bool | str | None = None,
+        pool_size: int = 10,
+        max_requests_per_second: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.kumulos_conn_id = kumulos_conn_id
+        self._overrides: dict[str, Any] = {
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "max_retries": max_retries,
+            "backoff_base": backoff_base,
+            "backoff_max": backoff_max,
+            "max_retry_after": max_retry_after,
+            "verify": verify,
+        }
+        self.pool_size = pool_size
+        self.gate = RequestGate(max_requests_per_second)
+        self.stats = RequestStats()
+        self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kumulos_conn_id={self.kumulos_conn_id!r})"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form layout for Airflow releases that read it from the hook."""
+        return {
+            key: (value.copy() if hasattr(value, "copy") else value)
+            for key, value in UI_FIELD_BEHAVIOUR.items()
+        }
+
+    # --- configuration ----------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> ClientConfig:
+        """The resolved client settings (hook arguments win over connection extras)."""
+        conn = self.get_connection(self.kumulos_conn_id)
+        extra = conn.extra_dejson or {}
+
+        def pick(name: str) -> Any:
+            override = self._overrides.get(name)
+            return override if override is not None else extra.get(name)
+
+        if not conn.login or not conn.password:
+            raise KumulosConfigError(
+                f"Connection {self.kumulos_conn_id!r} needs the app's API key as login and its server key "
+                "as password."
+            )
+        defaults = RetrySettings()
+        max_retries = pick("max_retries")
+        try:
+            retry = RetrySettings(
+                max_retries=defaults.max_retries if max_retries is None else int(max_retries),
+                backoff_base=float(
+                    pick("backoff_base") if pick("backoff_base") is not None else defaults.backoff_base
+                ),
+                backoff_max=float(
+                    pick("backoff_max") if pick("backoff_max") is not None else defaults.backoff_max
+                ),
+                max_retry_after=float(
+                    pick("max_retry_after")
+                    if pick("max_retry_after") is not None
+                    else defaults.max_retry_after
+                ),
+            )
+        except (TypeError, ValueError):
+            raise KumulosConfigError(
+                f"Connection {self.kumulos_conn_id!r}: max_retries, backoff_base, backoff_max and "
+                "max_retry_after must be numbers."
+            ) from None
+        return ClientConfig(
+            base_url=_base_url(conn.host, conn.port),
+            api_key=conn.login,
+            server_key=conn.password,
+            connect_timeout=_as_float("connect_timeout", pick("connect_timeout"), DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=_as_float("timeout", pick("timeout"), DEFAULT_READ_TIMEOUT),
+            verify=_as_verify(pick("verify")),
+            retry=retry,
+        )
+
+    def get_conn(self) -> requests.Session:
+        """The hook's pooled session, created once (thread-safe) and shared by all its calls."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        config = self.config
+        session = requests.Session()
+        session.auth = (config.api_key, config.server_key)
+        session.headers.update(_policy.JSON_HEADERS)
+        session.verify = config.verify
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, self.pool_size), max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def close(self) -> None:
+        """Close pooled connections; the hook opens a new session if used again."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    # --- transport --------------------------------------------------------------------------
+
+    def _send_once(self, request: _policy.Request) -> _policy.Response:
+        """One HTTP exchange; client failures become typed errors, statuses are left to the policy."""
+        import requests
+
+        config = self.config
+        session = self.get_conn()
+        self.gate.wait()
+        where = f"Kumulos {request.operation} ({request.method} {request.path})"
+        try:
+            response = session.request(
+                request.method,
+                config.base_url + request.path,
+                params=request.params,
+                data=request.body,
+                timeout=(config.connect_timeout, config.read_timeout),
+            )
+        except requests.exceptions.SSLError as exc:
+            self.stats.record(request.operation, "tls_error")
+            raise KumulosConfigError(
+                f"{where}: TLS verification failed for {config.base_url} ({type(exc).__name__}). If the server "
+                "uses a private CA, set the connection extra 'verify' to its CA bundle path; set it to false "
+                "only for local testing."
+            ) from None
+        except requests.exceptions.Timeout as exc:
+            self.stats.record(request.operation, "timeout")
+            raise KumulosTransportError(
+                f"{where}: no answer within the timeout (connect {config.connect_timeout}s, read "
+                f"{config.read_timeout}s): {type(exc).__name__}",
+                operation=request.operation,
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            self.stats.record(request.operation, "connection_error")
+            raise KumulosTransportError(
+                f"{where}: connection to {config.base_url} failed: {type(exc).__name__}",
+                operation=request.operation,
+            ) from None
+        self.stats.record(request.operation, response.status_code)
+        return _policy.Response(response.status_code, response.content, response.headers)
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        status = getattr(error, "status", None)
+        operation = getattr(error, "operation", None) or "request"
+        rate_limited = status == 429
+        if rate_limited:
+            self.gate.hold(sleep)
+        self.stats.record_retry(operation, str(status or type(error).__name__), sleep, rate_limited)
+        log.debug(
+            "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
+            operation,
+            retry_state.attempt_number,
+            type(error).__name__,
+            sleep,
+        )
+
+    def _call(self, request: _policy.Request, interpret: Any = _policy.interpret) -> Any:
+        """Send ``request`` with retries; ``interpret(request, response)`` returns the result or raises."""
+        import tenacity
+
+        for attempt in tenacity.Retrying(**retry_kwargs(self.config.retry, self._before_sleep)):
+            with attempt:
+                return interpret(request, self._send_once(request))
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    # --- public API -------------------------------------------------------------------------
+
+    def get_users_page(self, page: int, per_page: int) -> dict[str, Any]:
+        """One page of ``GET /v2/users`` as a dict: ``users``, ``totalUsers``, ``currentPage``."""
+        result = self.fetch_users_page(page, per_page)
+        return {"users": result.users, "totalUsers": result.total_users, "currentPage": result.page}
+
+    def fetch_users_page(self, page: int, per_page: int, *, raw: bool = False) -> _policy.UsersPage:
+        """One page as a checked :class:`~airflow_provider_kumulos._policy.UsersPage`.
+
+        ``raw=True`` keeps each user as the exact JSON bytes Kumulos sent (``msgspec.Raw``), which
+        lets exports write users through without decoding and re-encoding them.
+        """
+        request = _policy.users_page_request(page, per_page)
+        return self._call(
+            request, lambda req, resp: _policy.decode_users_page(req, resp, raw=raw)
+        )
+
+    def iter_pages(
+        self,
+        per_page: int = _policy.MAX_PER_PAGE,
+        start_page: int = 1,
+        end_page: int | None = None,
+        *,
+        raw: bool = False,
+    ) -> Iterator[_policy.UsersPage]:
+        """Pages ``start_page``..``end_page`` (inclusive), stopping early at an empty page or at ``totalUsers``."""
+        _policy.check_paging(start_page, per_page)
+        if end_page is not None:
+            _policy.check_paging(end_page, per_page)
+            if end_page < start_page:
+                raise _policy.KumulosInputError(
+                    "end_page", f"{end_page} is before start_page {start_page}", "Use end_page >= start_page."
+                )
+        page = start_page
+        while end_page is None or page <= end_page:
+            result = self.fetch_users_page(page, per_page, raw=raw)
+            if not result.users:
+                return
+            yield result
+            if page * per_page >= result.total_users:
+                return
+            page += 1
+
+    def iter_users(
+        self, per_page: int = _policy.MAX_PER_PAGE, start_page: int = 1, end_page: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every user, page by page; never holds more than one page."""
+        for page in self.iter_pages(per_page, start_page, end_page):
+            yield from page.users
+
+    def get_attributes(self, user_id: str) -> dict[str, Any]:
+        """The user's attribute object (``{}`` if none); ``KumulosUserNotFoundError`` if no such user."""
+        return self._call(_policy.get_attributes_request(user_id))
+
+    def set_attributes(self, user_id: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the user's attributes (creating the user if missing); returns ``{"identifier", "attributes"}``."""
+        return self._call(_policy.set_attributes_request(user_id, attributes))
+
+    def delete_attributes(self, user_id: str) -> None:
+        """Delete every attribute of the user; ``KumulosUserNotFoundError`` if no such user."""
+        self._call(_policy.delete_attributes_request(user_id))
+
+    def user_exists(self, user_id: str) -> bool:
+        """Whether Kumulos knows ``user_id``."""
+        try:
+            self.get_attributes(user_id)
+        except KumulosUserNotFoundError:
+            return False
+        return True
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call (a one-user page), for the connection form's Test button."""
+        try:
+            page = self.fetch_users_page(1, 1)
+        except KumulosAuthError:
+            return False, "Authentication failed: check the API key (login) and server key (password)."
+        except KumulosError as exc:
+            return False, str(exc)
+        return True, f"Connected to Kumulos: the app has {page.total_users} users."
