@@ -116,3 +116,64 @@ def make_hook(kumulos_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Callabl
         return KumulosCRMHook(conn_id, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def moto_s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server mode) on a free loopback port, for object-storage paths."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on moto's server, reachable as ``s3://aws_default@<bucket>/...``."""
+    import json
+
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": moto_s3_endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    bucket = f"kumulos-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_client(moto_s3_endpoint: str) -> Any:
+    """A boto3 S3 client on moto's server, for reading back what tests wrote."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
