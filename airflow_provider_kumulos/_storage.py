@@ -1,0 +1,113 @@
+"""Where files live: any Airflow object-storage URL or a local path, and writes that publish atomically.
+
+Exports and bulk writes read and write through :class:`~airflow.sdk.ObjectStoragePath`, so the same
+code serves ``file://``, ``s3://conn_id@bucket/key``, ``gs://`` and any other fsspec backend.
+:func:`atomic_write` guarantees an object appears at its final path only once its writer finished:
+closing an fsspec file commits it (s3fs uploads on close) even when the ``with`` block raised, so
+the data goes to a uniquely named temporary sibling and is moved into place only on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+#: Prefix of temporary objects; the leading dot keeps them out of most readers' globs.
+TEMP_PREFIX = ".kumulos-tmp-"
+
+
+def resolve_path(
+    value: str | os.PathLike[str] | ObjectStoragePath, parameter: str = "path"
+) -> ObjectStoragePath:
+    """Turn an object-storage URL (``s3://conn_id@bucket/key``, ``file://``...) or a local path into a path.
+
+    Local paths become absolute ``file://`` paths so that they mean the same thing in every worker
+    process. Nothing is read or written here; an unknown scheme fails with a clear input error.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(value, ObjectStoragePath):
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise KumulosInputError(
+            parameter,
+            f"expected a non-empty path or URL, got {value!r}",
+            "Pass a local path such as /data/users.jsonl or a URL such as s3://aws_default@bucket/users.jsonl.",
+        )
+    text = value.strip()
+    if "://" not in text:
+        text = "file://" + os.path.abspath(os.path.expanduser(text))
+    try:
+        return ObjectStoragePath(text)
+    except ValueError as exc:
+        raise KumulosInputError(
+            parameter,
+            f"{text!r} cannot be opened ({exc})",
+            "Use a scheme Airflow's ObjectStoragePath supports (file, s3, gs, abfs...) and install its provider.",
+        ) from None
+
+
+def temp_sibling(path: ObjectStoragePath) -> ObjectStoragePath:
+    """A temporary path next to ``path``, unique per call so concurrent writers never collide."""
+    return path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
+
+
+def _is_local(path: ObjectStoragePath) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(path.fs, LocalFileSystem)
+
+
+def remove_quietly(path: ObjectStoragePath) -> None:
+    """Delete ``path`` if it exists; a missing object is not an error."""
+    with contextlib.suppress(FileNotFoundError):
+        path.fs.rm(path.path)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str] | ObjectStoragePath,
+    mode: str = "wb",
+    *,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+) -> Iterator[IO[Any]]:
+    """Open ``path`` for writing; the object is published there only if the block completes.
+
+    The data is written to a temporary sibling, moved onto ``path`` after a clean exit (an atomic
+    rename on local disks, a server-side copy on object stores, where the final object appears
+    whole) and deleted on any exception, including task termination. ``mode`` is ``"wb"`` or ``"w"``
+    (text, with ``encoding`` and ``newline``). A process killed outright leaves at most the
+    temporary object, never a partial object at ``path``.
+    """
+    if mode not in ("wb", "w"):
+        raise KumulosInputError("mode", f"{mode!r} is not supported", 'Use "wb" (bytes) or "w" (text).')
+    target = resolve_path(path)
+    temp = temp_sibling(target)
+    fs = target.fs
+    if _is_local(target):
+        fs.makedirs(target.parent.path, exist_ok=True)
+    raw = fs.open(temp.path, "wb")
+    stream: IO[Any] = (
+        io.TextIOWrapper(raw, encoding=encoding, newline=newline, write_through=True) if mode == "w" else raw
+    )
+    try:
+        yield stream
+        stream.close()
+        fs.mv(temp.path, target.path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stream.close()
+        remove_quietly(temp)
+        raise
