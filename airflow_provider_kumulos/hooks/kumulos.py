@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _metrics, _policy
+from airflow_provider_kumulos._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    ClientConfig,
+    resolve_client_config,
+)
 from airflow_provider_kumulos._gate import RequestGate
-from airflow_provider_kumulos._retry import RetrySettings, retry_kwargs
+from airflow_provider_kumulos._retry import retry_kwargs
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
-    KumulosConfigError,
     KumulosError,
-    KumulosTransportError,
     KumulosUserNotFoundError,
 )
 
@@ -33,23 +37,15 @@ if TYPE_CHECKING:
     import requests
     from tenacity import RetryCallState
 
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
+    "ClientConfig",
+    "KumulosCRMHook",
+    "RequestStats",
+]
+
 log = logging.getLogger(__name__)
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Everything needed to talk to one Kumulos app, resolved from the connection and hook args."""
-
-    base_url: str
-    api_key: str
-    server_key: str = field(repr=False)
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    verify: bool | str = True
-    retry: RetrySettings = field(default_factory=RetrySettings)
 
 
 @dataclass
@@ -80,47 +76,6 @@ class RequestStats:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
-
-
-def _as_float(name: str, value: Any, default: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise KumulosConfigError(
-            f"Connection extra {name!r} must be a number of seconds, got {value!r}."
-        ) from None
-    if result <= 0:
-        raise KumulosConfigError(f"Connection extra {name!r} must be > 0, got {value!r}.")
-    return result
-
-
-def _as_verify(value: Any) -> bool | str:
-    if value is None or value == "":
-        return True
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip()
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    return text  # a CA bundle path
-
-
-def _base_url(host: str | None, port: int | None) -> str:
-    url = (host or "").strip().rstrip("/") or _policy.DEFAULT_BASE_URL
-    if "://" not in url:
-        url = f"https://{url}"
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in ("http", "https"):
-        raise KumulosConfigError(
-            f"Connection host must be an http(s) base URL such as {_policy.DEFAULT_BASE_URL}, got scheme {scheme!r}."
-        )
-    if port and url.count(":") == 1:
-        url = f"{url}:{port}"
-    return url
 
 
 class KumulosCRMHook(BaseHook):
@@ -192,48 +147,7 @@ class KumulosCRMHook(BaseHook):
     def config(self) -> ClientConfig:
         """The resolved client settings (hook arguments win over connection extras)."""
         conn = self.get_connection(self.kumulos_conn_id)
-        extra = conn.extra_dejson or {}
-
-        def pick(name: str) -> Any:
-            override = self._overrides.get(name)
-            return override if override is not None else extra.get(name)
-
-        if not conn.login or not conn.password:
-            raise KumulosConfigError(
-                f"Connection {self.kumulos_conn_id!r} needs the app's API key as login and its server key "
-                "as password."
-            )
-        defaults = RetrySettings()
-        max_retries = pick("max_retries")
-        try:
-            retry = RetrySettings(
-                max_retries=defaults.max_retries if max_retries is None else int(max_retries),
-                backoff_base=float(
-                    pick("backoff_base") if pick("backoff_base") is not None else defaults.backoff_base
-                ),
-                backoff_max=float(
-                    pick("backoff_max") if pick("backoff_max") is not None else defaults.backoff_max
-                ),
-                max_retry_after=float(
-                    pick("max_retry_after")
-                    if pick("max_retry_after") is not None
-                    else defaults.max_retry_after
-                ),
-            )
-        except (TypeError, ValueError):
-            raise KumulosConfigError(
-                f"Connection {self.kumulos_conn_id!r}: max_retries, backoff_base, backoff_max and "
-                "max_retry_after must be numbers."
-            ) from None
-        return ClientConfig(
-            base_url=_base_url(conn.host, conn.port),
-            api_key=conn.login,
-            server_key=conn.password,
-            connect_timeout=_as_float("connect_timeout", pick("connect_timeout"), DEFAULT_CONNECT_TIMEOUT),
-            read_timeout=_as_float("timeout", pick("timeout"), DEFAULT_READ_TIMEOUT),
-            verify=_as_verify(pick("verify")),
-            retry=retry,
-        )
+        return resolve_client_config(self.kumulos_conn_id, conn, conn.extra_dejson or {}, self._overrides)
 
     def get_conn(self) -> requests.Session:
         """The hook's pooled session, created once (thread-safe) and shared by all its calls."""
@@ -272,35 +186,26 @@ class KumulosCRMHook(BaseHook):
 
         config = self.config
         session = self.get_conn()
+        prepared = session.prepare_request(
+            requests.Request(request.method, config.base_url, data=request.body)
+        )
+        # Set after preparing: requests would re-quote the URL and turn an id's %2E%2E back into "..".
+        prepared.url = config.base_url + _policy.request_target(request)
         self.gate.wait()
-        where = f"Kumulos {request.operation} ({request.method} {request.path})"
         try:
-            response = session.request(
-                request.method,
-                config.base_url + request.path,
-                params=request.params,
-                data=request.body,
-                timeout=(config.connect_timeout, config.read_timeout),
-            )
+            response = session.send(prepared, timeout=(config.connect_timeout, config.read_timeout))
         except requests.exceptions.SSLError as exc:
             self.stats.record(request.operation, "tls_error")
-            raise KumulosConfigError(
-                f"{where}: TLS verification failed for {config.base_url} ({type(exc).__name__}). If the server "
-                "uses a private CA, set the connection extra 'verify' to its CA bundle path; set it to false "
-                "only for local testing."
-            ) from None
+            raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None
         except requests.exceptions.Timeout as exc:
             self.stats.record(request.operation, "timeout")
-            raise KumulosTransportError(
-                f"{where}: no answer within the timeout (connect {config.connect_timeout}s, read "
-                f"{config.read_timeout}s): {type(exc).__name__}",
-                operation=request.operation,
+            raise _policy.timeout_error(
+                request, config.connect_timeout, config.read_timeout, type(exc).__name__
             ) from None
         except requests.exceptions.RequestException as exc:
             self.stats.record(request.operation, "connection_error")
-            raise KumulosTransportError(
-                f"{where}: connection to {config.base_url} failed: {type(exc).__name__}",
-                operation=request.operation,
+            raise _policy.transport_error(
+                request, f"connection to {config.base_url} failed: {type(exc).__name__}"
             ) from None
         self.stats.record(request.operation, response.status_code)
         return _policy.Response(response.status_code, response.content, response.headers)
@@ -322,7 +227,11 @@ class KumulosCRMHook(BaseHook):
             sleep,
         )
 
-    def _call(self, request: _policy.Request, interpret: Any = _policy.interpret) -> Any:
+    def _call(
+        self,
+        request: _policy.Request,
+        interpret: Callable[[_policy.Request, _policy.Response], Any] = _policy.interpret,
+    ) -> Any:
         """Send ``request`` with retries; ``interpret(request, response)`` returns the result or raises."""
         import tenacity
 
@@ -345,9 +254,7 @@ class KumulosCRMHook(BaseHook):
         lets exports write users through without decoding and re-encoding them.
         """
         request = _policy.users_page_request(page, per_page)
-        return self._call(
-            request, lambda req, resp: _policy.decode_users_page(req, resp, raw=raw)
-        )
+        return self._call(request, lambda req, resp: _policy.decode_users_page(req, resp, raw=raw))
 
     def iter_pages(
         self,

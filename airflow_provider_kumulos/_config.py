@@ -1,0 +1,144 @@
+"""Turn an Airflow connection (plus explicit overrides) into the settings every Kumulos client uses.
+
+The sync hook and the async trigger both resolve their connection here, so a connection's host,
+credentials and extras mean exactly the same thing to both. No I/O: callers fetch the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos._retry import RetrySettings
+from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosInputError
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+#: Connection extras (and hook arguments of the same name) that tune the client.
+SETTING_NAMES = (
+    "timeout",
+    "connect_timeout",
+    "max_retries",
+    "backoff_base",
+    "backoff_max",
+    "max_retry_after",
+    "verify",
+)
+
+
+class ConnectionLike(Protocol):
+    """The connection fields the resolution reads (SDK and ORM connections both have them)."""
+
+    host: str | None
+    port: int | None
+    login: str | None
+    password: str | None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything needed to talk to one Kumulos app, resolved from the connection and hook args."""
+
+    base_url: str
+    api_key: str
+    server_key: str = field(repr=False)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    verify: bool | str = True
+    retry: RetrySettings = field(default_factory=RetrySettings)
+
+
+def _as_float(name: str, value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise KumulosConfigError(
+            f"Connection extra {name!r} must be a number of seconds, got {value!r}."
+        ) from None
+    if result <= 0:
+        raise KumulosConfigError(f"Connection extra {name!r} must be > 0, got {value!r}.")
+    return result
+
+
+def _as_verify(value: Any) -> bool | str:
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    return text  # a CA bundle path
+
+
+def _base_url(host: str | None, port: int | None) -> str:
+    url = (host or "").strip().rstrip("/") or _policy.DEFAULT_BASE_URL
+    if "://" not in url:
+        url = f"https://{url}"
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() not in ("http", "https"):
+        raise KumulosConfigError(
+            f"Connection host must be an http(s) base URL such as {_policy.DEFAULT_BASE_URL}, "
+            f"got scheme {scheme.lower()!r}."
+        )
+    if "@" in rest.split("/", 1)[0]:
+        raise KumulosConfigError(
+            "Connection host must not contain credentials: put the API key in login and the server key "
+            "in password."
+        )
+    if port and url.count(":") == 1:
+        url = f"{url}:{port}"
+    return url
+
+
+def _retry_settings(conn_id: str, pick: Any) -> RetrySettings:
+    defaults = RetrySettings()
+
+    def number(name: str, default: float) -> float:
+        value = pick(name)
+        return default if value is None else float(value)
+
+    try:
+        max_retries = pick("max_retries")
+        return RetrySettings(
+            max_retries=defaults.max_retries if max_retries is None else int(max_retries),
+            backoff_base=number("backoff_base", defaults.backoff_base),
+            backoff_max=number("backoff_max", defaults.backoff_max),
+            max_retry_after=number("max_retry_after", defaults.max_retry_after),
+        )
+    except (TypeError, ValueError) as exc:
+        detail = f" {exc}" if isinstance(exc, KumulosInputError) else ""
+        raise KumulosConfigError(
+            f"Connection {conn_id!r}: max_retries, backoff_base, backoff_max and max_retry_after must be "
+            f"numbers >= 0.{detail}"
+        ) from None
+
+
+def resolve_client_config(
+    conn_id: str, conn: ConnectionLike, extra: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> ClientConfig:
+    """Build the client settings; non-None ``overrides`` (hook arguments) win over connection extras."""
+
+    def pick(name: str) -> Any:
+        override = overrides.get(name)
+        return override if override is not None else extra.get(name)
+
+    if not conn.login or not conn.password:
+        raise KumulosConfigError(
+            f"Connection {conn_id!r} needs the app's API key as login and its server key as password."
+        )
+    return ClientConfig(
+        base_url=_base_url(conn.host, conn.port),
+        api_key=conn.login,
+        server_key=conn.password,
+        connect_timeout=_as_float("connect_timeout", pick("connect_timeout"), DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=_as_float("timeout", pick("timeout"), DEFAULT_READ_TIMEOUT),
+        verify=_as_verify(pick("verify")),
+        retry=_retry_settings(conn_id, pick),
+    )
