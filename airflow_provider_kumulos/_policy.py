@@ -16,10 +16,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
+    KumulosConfigError,
     KumulosError,
     KumulosInputError,
     KumulosRateLimitError,
@@ -138,13 +139,17 @@ def check_attributes(attributes: object, parameter: str = "attributes") -> bytes
     try:
         return json.dumps(dict(attributes), allow_nan=False, separators=(",", ":")).encode("utf-8")
     except ValueError as exc:
-        if "Out of range float" in str(exc) or "not JSON compliant" in str(exc):
+        if _encodes_with_nan(attributes):
             raise KumulosInputError(
                 parameter,
                 "it contains NaN or Infinity, which JSON cannot carry",
                 "Replace them with null or a number.",
             ) from None
-        raise KumulosInputError(parameter, f"not serialisable as JSON ({exc})", "Pass JSON values.") from None
+        raise KumulosInputError(
+            parameter,
+            f"not serialisable as JSON ({exc})",
+            "Pass plain JSON values without circular references.",
+        ) from None
     except TypeError as exc:
         raise KumulosInputError(
             parameter,
@@ -155,6 +160,15 @@ def check_attributes(attributes: object, parameter: str = "attributes") -> bytes
         raise KumulosInputError(
             parameter, "it is nested too deeply to encode", "Flatten the attribute values."
         ) from None
+
+
+def _encodes_with_nan(attributes: Mapping[str, Any]) -> bool:
+    """Whether the only thing stopping strict JSON encoding was a NaN or an infinity."""
+    try:
+        json.dumps(dict(attributes), allow_nan=True)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def check_paging(page: object, per_page: object) -> tuple[int, int]:
@@ -177,6 +191,11 @@ def users_page_request(page: int, per_page: int) -> Request:
     """``GET /v2/users?currentPage=&numberPerPage=``."""
     page, per_page = check_paging(page, per_page)
     return Request("GET", "/v2/users", "list users", params={"currentPage": page, "numberPerPage": per_page})
+
+
+def request_target(request: Request) -> str:
+    """Path and query exactly as they must go on the wire (ids stay percent-encoded)."""
+    return f"{request.path}?{urlencode(request.params)}" if request.params else request.path
 
 
 def _attributes_path(user_id: str) -> str:
@@ -210,9 +229,32 @@ def _snippet(body: bytes) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
 
 
-def _where(request: Request, status: int | None = None) -> str:
+def describe(request: Request, status: int | None = None) -> str:
+    """``Kumulos <operation> (<METHOD> <path>)``, plus ``returned HTTP <status>`` when given: message prefix."""
     where = f"Kumulos {request.operation} ({request.method} {request.path})"
     return f"{where} returned HTTP {status}" if status is not None else where
+
+
+def transport_error(request: Request, problem: str) -> KumulosTransportError:
+    """The error for a request that got no HTTP answer (whatever client sent it)."""
+    return KumulosTransportError(f"{describe(request)}: {problem}", operation=request.operation)
+
+
+def timeout_error(request: Request, connect: float, read: float, detail: str) -> KumulosTransportError:
+    """The error for a request that got no answer in time (retryable like any transport error)."""
+    return transport_error(
+        request, f"no answer within the timeout (connect {connect}s, read {read}s): {detail}"
+    )
+
+
+def tls_error(request: Request, base_url: str, detail: str) -> KumulosConfigError:
+    """The error for a failed TLS handshake: a configuration problem, so never retried."""
+    return KumulosConfigError(
+        f"{describe(request)}: TLS verification failed for {base_url} ({detail}). If the server uses a "
+        "private CA, set the connection extra 'verify' to its CA bundle path; set it to false only for "
+        "local testing.",
+        operation=request.operation,
+    )
 
 
 def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -241,7 +283,7 @@ def _decode_json(request: Request, response: Response) -> Any:
         return json.loads(response.body)
     except ValueError:
         raise KumulosResponseError(
-            f"{_where(request, response.status)} with a body that is not JSON: {_snippet(response.body)!r}",
+            f"{describe(request, response.status)} with a body that is not JSON: {_snippet(response.body)!r}",
             status=response.status,
             operation=request.operation,
         ) from None
@@ -250,7 +292,7 @@ def _decode_json(request: Request, response: Response) -> Any:
 def error_for(request: Request, response: Response) -> KumulosError:
     """Map a non-success status to its typed error (with ``retry_after`` where the server set one)."""
     status = response.status
-    where = _where(request, status)
+    where = describe(request, status)
     error: KumulosError
     if status == 401:
         error = KumulosAuthError(
@@ -311,13 +353,13 @@ def interpret(request: Request, response: Response) -> Any:
     payload = _decode_json(request, response)
     if not isinstance(payload, dict):
         raise KumulosResponseError(
-            f"{_where(request, response.status)} with a JSON {type(payload).__name__}, expected an object.",
+            f"{describe(request, response.status)} with a JSON {type(payload).__name__}, expected an object.",
             status=response.status,
             operation=request.operation,
         )
     if request.method == "PUT" and not isinstance(payload.get("attributes", {}), dict):
         raise KumulosResponseError(
-            f"{_where(request, response.status)} without an attributes object.",
+            f"{describe(request, response.status)} without an attributes object.",
             status=response.status,
             operation=request.operation,
         )
@@ -335,13 +377,13 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
         decoded = msgspec.json.decode(response.body, type=_page_types()[1 if raw else 0])
     except msgspec.ValidationError as exc:
         raise KumulosResponseError(
-            f"{_where(request, 200)} with a page that does not match the documented shape ({exc}).",
+            f"{describe(request, 200)} with a page that does not match the documented shape ({exc}).",
             status=200,
             operation=request.operation,
         ) from None
     except msgspec.DecodeError:
         raise KumulosResponseError(
-            f"{_where(request, 200)} with a body that is not JSON: {_snippet(response.body)!r}",
+            f"{describe(request, 200)} with a body that is not JSON: {_snippet(response.body)!r}",
             status=200,
             operation=request.operation,
         ) from None
