@@ -1,0 +1,207 @@
+"""Registration: Airflow finds the provider, accepts its metadata and shows the ``kumulos`` connection type.
+
+These go through Airflow's own machinery (its JSON schema, entry points, ``ProvidersManager`` and the
+``airflow providers`` CLI in the session's throwaway AIRFLOW_HOME), not through our own reading of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from importlib.resources import files
+from typing import Any
+
+import jsonschema
+import pytest
+from packaging.version import Version
+
+import airflow_provider_kumulos
+from airflow_provider_kumulos import get_provider_info
+
+PACKAGE = "airflow-provider-kumulos"
+HOOK_CLASS = "airflow_provider_kumulos.hooks.kumulos.KumulosCRMHook"
+EXPECTED_BEHAVIOUR = {
+    "hidden_fields": ["schema", "port"],
+    "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
+}
+
+
+def _airflow_schema() -> dict[str, Any]:
+    return json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
+
+
+def _airflow_cli(*args: str) -> Any:
+    """Run ``airflow <args> -o json`` in a subprocess with the session's environment; parse its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_provider_info_is_valid_against_airflows_schema() -> None:
+    jsonschema.validate(get_provider_info(), _airflow_schema())
+
+
+def test_schema_check_rejects_broken_provider_info() -> None:
+    broken = copy.deepcopy(get_provider_info())
+    broken["connection-types"][0].pop("hook-class-name")
+    with pytest.raises(jsonschema.ValidationError, match="hook-class-name"):
+        jsonschema.validate(broken, _airflow_schema())
+
+
+def test_entry_point_resolves_to_get_provider_info() -> None:
+    points = [
+        point
+        for point in importlib.metadata.entry_points(group="apache_airflow_provider")
+        if point.dist is not None and point.dist.name == PACKAGE
+    ]
+    assert len(points) == 1, points
+    assert points[0].value == "airflow_provider_kumulos:get_provider_info"
+    assert points[0].load() is get_provider_info
+
+
+def test_versions_have_a_single_source() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == PACKAGE
+    assert info["versions"][0] == airflow_provider_kumulos.__version__
+    assert importlib.metadata.version(PACKAGE) == airflow_provider_kumulos.__version__
+
+
+def _declared_modules() -> list[str]:
+    info = get_provider_info()
+    return sorted(
+        {
+            module
+            for kind in ("hooks", "operators", "sensors", "triggers")
+            for entry in info[kind]
+            for module in entry["python-modules"]
+        }
+    )
+
+
+@pytest.mark.parametrize("module", _declared_modules())
+def test_every_declared_module_imports(module: str) -> None:
+    importlib.import_module(module)
+
+
+def test_connection_type_hook_class_resolves() -> None:
+    (connection,) = get_provider_info()["connection-types"]
+    module_name, _, class_name = connection["hook-class-name"].rpartition(".")
+    hook_class = getattr(importlib.import_module(module_name), class_name)
+    assert hook_class.conn_type == connection["connection-type"] == "kumulos"
+    assert hook_class.hook_name == connection["hook-name"]
+
+
+def test_airflow_providers_list_shows_the_provider(airflow_home: Any) -> None:
+    listed = {row["package_name"]: row for row in _airflow_cli("providers", "list")}
+    assert PACKAGE in listed, sorted(listed)
+    assert listed[PACKAGE]["version"] == airflow_provider_kumulos.__version__
+
+
+def test_airflow_providers_get_shows_the_provider(airflow_home: Any) -> None:
+    (row,) = _airflow_cli("providers", "get", PACKAGE)
+    assert row == {"Provider": PACKAGE, "Version": airflow_provider_kumulos.__version__}
+
+
+def test_airflow_providers_get_fails_for_an_unknown_name(airflow_home: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "get", "airflow-provider-kumulos-typo"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "No such provider installed" in result.stdout + result.stderr
+
+
+def _hooks_registry() -> Any:
+    """The registry tasks use to map a connection type to its hook (moved to the task SDK in 3.2)."""
+    try:
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    except ImportError:
+        from airflow.providers_manager import ProvidersManager
+
+        return ProvidersManager()
+    return ProvidersManagerTaskRuntime()
+
+
+def test_connection_type_is_known_to_airflow() -> None:
+    hook_info = _hooks_registry().hooks["kumulos"]
+    assert hook_info is not None
+    assert hook_info.hook_class_name == HOOK_CLASS
+    assert hook_info.connection_id_attribute_name == "kumulos_conn_id"
+    assert hook_info.hook_name == "Kumulos CRM"
+    assert hook_info.package_name == PACKAGE
+
+
+def test_connection_form_behaviour_is_known_to_airflow() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    behaviour = ProvidersManager().field_behaviours["kumulos"]
+    assert behaviour["hidden_fields"] == EXPECTED_BEHAVIOUR["hidden_fields"]
+    assert behaviour["relabeling"] == EXPECTED_BEHAVIOUR["relabeling"]
+    assert behaviour["placeholders"]["host"] == "https://crm.kumulos.com"
+
+
+def test_hook_ui_field_behaviour_matches_what_airflow_shows() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+    from_hook = KumulosCRMHook.get_ui_field_behaviour()
+    (connection,) = get_provider_info()["connection-types"]
+    declared = connection["ui-field-behaviour"]
+    assert from_hook == {
+        "hidden_fields": declared["hidden-fields"],
+        "relabeling": declared["relabeling"],
+        "placeholders": declared["placeholders"],
+    }
+    assert ProvidersManager().field_behaviours["kumulos"] == from_hook
+
+
+@pytest.mark.skipif(
+    Version(importlib.metadata.version("apache-airflow-core")) < Version("3.2.0"),
+    reason="Airflow < 3.2 reads connection form fields only from hooks, and this hook declares none there",
+)
+def test_connection_extra_fields_are_known_to_airflow() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = {
+        name: widget
+        for name, widget in ProvidersManager().connection_form_widgets.items()
+        if name.startswith("extra__kumulos__")
+    }
+    assert sorted(widgets) == [
+        "extra__kumulos__max_retries",
+        "extra__kumulos__timeout",
+        "extra__kumulos__verify",
+    ]
+    assert all(widget.hook_class_name == HOOK_CLASS for widget in widgets.values())
+    assert not any(widget.is_sensitive for widget in widgets.values())
+    assert widgets["extra__kumulos__timeout"].field["schema"]["title"] == "Timeout (seconds)"
+
+
+def test_importing_the_package_stays_light() -> None:
+    code = (
+        "import json, sys\n"
+        "import airflow_provider_kumulos\n"
+        "airflow_provider_kumulos.get_provider_info()\n"
+        "print(json.dumps(sorted(m for m in ('airflow', 'requests', 'tenacity') if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout) == []
