@@ -1,11 +1,13 @@
 """Turn an Airflow connection (plus explicit overrides) into the settings every Kumulos client uses.
 
-The sync hook and the async trigger both resolve their connection here, so a connection's host,
-credentials and extras mean exactly the same thing to both. No I/O: callers fetch the connection.
+The sync hook and the async trigger both resolve their connection here (the trigger through the
+async connection getter), so a connection's host, credentials and extras mean exactly the same
+thing to both. Airflow is imported inside the functions to keep module import cheap.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,7 +76,11 @@ def _as_verify(value: Any) -> bool | str:
         return True
     if text.lower() in ("false", "0", "no"):
         return False
-    return text  # a CA bundle path
+    if not os.path.exists(text):
+        raise KumulosConfigError(
+            f"Connection extra 'verify' must be true, false or the path of a CA bundle; {text!r} does not exist."
+        )
+    return text
 
 
 def _base_url(host: str | None, port: int | None) -> str:
@@ -142,3 +148,52 @@ def resolve_client_config(
         verify=_as_verify(pick("verify")),
         retry=_retry_settings(conn_id, pick),
     )
+
+
+def _not_found_errors() -> tuple[type[Exception], ...]:
+    """The exception(s) Airflow raises for an undefined connection id (its home moved during Airflow 3)."""
+    import airflow.exceptions
+
+    found: list[type[Exception]] = [airflow.exceptions.AirflowNotFoundException]
+    try:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:  # older Airflow 3 releases raise the core class only
+        return tuple(found)
+    return (*found, AirflowNotFoundException)
+
+
+def _undefined(conn_id: str) -> KumulosConfigError:
+    return KumulosConfigError(
+        f"Connection {conn_id!r} is not defined. Create a connection of type 'kumulos' with this id "
+        "(login = API key, password = server key)."
+    )
+
+
+def connection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfig:
+    """Fetch connection ``conn_id`` and resolve it (for synchronous callers such as the hook)."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except _not_found_errors():
+        raise _undefined(conn_id) from None
+    return resolve_client_config(conn_id, conn, conn.extra_dejson or {}, overrides)
+
+
+async def aconnection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfig:
+    """Fetch connection ``conn_id`` without blocking the event loop and resolve it (for triggers)."""
+    from airflow.sdk import BaseHook
+
+    aget_connection = getattr(BaseHook, "aget_connection", None)
+    try:
+        if aget_connection is not None:
+            conn = await aget_connection(conn_id)
+        else:  # Airflow releases without the async getter
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(BaseHook.get_connection)(conn_id)
+    except _not_found_errors():
+        raise _undefined(conn_id) from None
+    aextra_dejson = getattr(conn, "aextra_dejson", None)
+    extra = await aextra_dejson() if aextra_dejson is not None else conn.extra_dejson
+    return resolve_client_config(conn_id, conn, extra or {}, overrides)

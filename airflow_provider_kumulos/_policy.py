@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from airflow_provider_kumulos.exceptions import (
@@ -412,6 +412,34 @@ def _page_types() -> tuple[Any, Any]:
     return _Page, _RawPage
 
 
+# --- waiting for a user -----------------------------------------------------------------------
+
+
+def check_attributes_match(expected: object, parameter: str = "attributes_match") -> dict[str, Any] | None:
+    """Validate the attribute values a wait expects; None (or ``{}``) means any attributes will do."""
+    if expected is None:
+        return None
+    check_attributes(expected, parameter)
+    return dict(cast(Mapping[str, Any], expected))
+
+
+def attributes_satisfy(attributes: Mapping[str, Any], expected: Mapping[str, Any] | None) -> bool:
+    """Whether every expected attribute is present with the same JSON value (``true`` is not ``1``)."""
+    return not expected or all(
+        name in attributes and _json_equal(attributes[name], value) for name, value in expected.items()
+    )
+
+
+def _json_equal(left: Any, right: Any) -> bool:
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return left.keys() == right.keys() and all(_json_equal(left[key], right[key]) for key in left)
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        return len(left) == len(right) and all(map(_json_equal, left, right))
+    return bool(left == right)
+
+
 # --- retry policy -----------------------------------------------------------------------------
 
 
@@ -425,6 +453,11 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, KumulosRateLimitError | KumulosServerError):
         return error.status in RETRYABLE_STATUSES
     return False
+
+
+def keeps_waiting(error: BaseException) -> bool:
+    """Whether a wait for a user should poll again after ``error``: the user is missing, or it is transient."""
+    return isinstance(error, KumulosUserNotFoundError) or is_retryable(error)
 
 
 def retry_after(error: BaseException) -> float | None:
@@ -457,18 +490,26 @@ __all__ = [
     "Request",
     "Response",
     "UsersPage",
+    "attributes_satisfy",
     "backoff_seconds",
     "check_attributes",
+    "check_attributes_match",
     "check_paging",
     "check_user_id",
     "decode_users_page",
     "delete_attributes_request",
+    "describe",
     "encode_user_id",
     "error_for",
     "get_attributes_request",
     "interpret",
     "is_retryable",
+    "keeps_waiting",
+    "request_target",
     "retry_after",
     "set_attributes_request",
+    "timeout_error",
+    "tls_error",
+    "transport_error",
     "users_page_request",
 ]

@@ -31,15 +31,44 @@ class KumulosError(AirflowException):
     status: int | None = None
     #: Seconds the server asked us to wait (``Retry-After``), when it did.
     retry_after: float | None = None
+    #: Attributes a subclass adds, carried through :meth:`to_dict` / :meth:`from_dict`.
+    _details: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, status: int | None = None, operation: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.operation = operation
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (class name, message, status, details) to cross a process boundary."""
+        return {
+            "error": type(self).__name__,
+            "message": str(self),
+            "status": self.status,
+            "operation": self.operation,
+            "retry_after": self.retry_after,
+            "details": {name: getattr(self, name, None) for name in self._details},
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> KumulosError:
+        """Rebuild the error :meth:`to_dict` described, as the same class (KumulosError if unknown)."""
+        cls = _ERROR_CLASSES.get(str(data.get("error")), KumulosError)
+        error = cls.__new__(cls)
+        KumulosError.__init__(
+            error, str(data.get("message", "")), status=data.get("status"), operation=data.get("operation")
+        )
+        error.retry_after = data.get("retry_after")
+        details = data.get("details") or {}
+        for name in cls._details:
+            setattr(error, name, details.get(name))
+        return error
+
 
 class KumulosInputError(KumulosError, ValueError):
     """An argument failed validation before any request was sent."""
+
+    _details = ("parameter",)
 
     def __init__(self, parameter: str, problem: str, fix: str) -> None:
         super().__init__(f"Invalid {parameter}: {problem}. {fix}")
@@ -57,6 +86,8 @@ class KumulosAuthError(KumulosError):
 class KumulosValidationError(KumulosError):
     """422: the server rejected the request; ``body`` holds its parsed explanation."""
 
+    _details = ("body",)
+
     def __init__(
         self, message: str, *, body: Any = None, status: int | None = 422, operation: str | None = None
     ) -> None:
@@ -66,6 +97,8 @@ class KumulosValidationError(KumulosError):
 
 class KumulosUserNotFoundError(KumulosError):
     """The user does not exist (404 when reading, 400 when deleting attributes)."""
+
+    _details = ("user_id",)
 
     def __init__(
         self, message: str, *, user_id: str, status: int | None = None, operation: str | None = None
@@ -88,3 +121,20 @@ class KumulosTransportError(KumulosError):
 
 class KumulosResponseError(KumulosError):
     """The server answered, but not with the JSON the endpoint documents."""
+
+
+_ERROR_CLASSES: dict[str, type[KumulosError]] = {
+    cls.__name__: cls
+    for cls in (
+        KumulosError,
+        KumulosInputError,
+        KumulosConfigError,
+        KumulosAuthError,
+        KumulosValidationError,
+        KumulosUserNotFoundError,
+        KumulosRateLimitError,
+        KumulosServerError,
+        KumulosTransportError,
+        KumulosResponseError,
+    )
+}
