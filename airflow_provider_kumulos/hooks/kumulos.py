@@ -23,7 +23,7 @@ from airflow_provider_kumulos._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     ClientConfig,
-    resolve_client_config,
+    connection_config,
 )
 from airflow_provider_kumulos._gate import RequestGate
 from airflow_provider_kumulos._retry import retry_kwargs
@@ -146,8 +146,7 @@ class KumulosCRMHook(BaseHook):
     @cached_property
     def config(self) -> ClientConfig:
         """The resolved client settings (hook arguments win over connection extras)."""
-        conn = self.get_connection(self.kumulos_conn_id)
-        return resolve_client_config(self.kumulos_conn_id, conn, conn.extra_dejson or {}, self._overrides)
+        return connection_config(self.kumulos_conn_id, self._overrides)
 
     def get_conn(self) -> requests.Session:
         """The hook's pooled session, created once (thread-safe) and shared by all its calls."""

@@ -1,0 +1,135 @@
+"""KumulosUserSensor: wait until a Kumulos user exists, optionally with given attribute values.
+
+Thin orchestration: the hook does every request (with its retries), ``_policy`` decides what counts
+as "not yet", and deferrable mode hands the waiting to :class:`KumulosUserTrigger`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+try:
+    from airflow.sdk.configuration import conf
+except ImportError:  # older Airflow 3 releases
+    from airflow.configuration import conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class KumulosUserSensor(BaseSensorOperator):
+    """Wait until Kumulos knows ``user_id`` (and, if given, its attributes equal ``attributes_match``).
+
+    Succeeds with the user's attributes as XCom. A missing user, attributes that do not match yet,
+    and transient failures that outlived the hook's retries (429, 5xx, network) mean "not yet";
+    bad credentials (401), a 422, invalid arguments and a broken connection fail the task at once.
+
+    :param user_id: the user identifier (templated).
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``.
+    :param attributes_match: attribute values that must all be present and equal (templated);
+        None waits for the user only.
+    :param deferrable: wait in the triggerer instead of a worker slot (default: the
+        ``[operators] default_deferrable`` setting).
+    """
+
+    template_fields: Sequence[str] = ("user_id", "attributes_match")
+    ui_color = "#d9ecf2"
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        kumulos_conn_id: str = KumulosCRMHook.default_conn_name,
+        attributes_match: dict[str, Any] | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.user_id = user_id
+        self.kumulos_conn_id = kumulos_conn_id
+        self.attributes_match = attributes_match
+        self.deferrable = deferrable
+
+    @cached_property
+    def hook(self) -> KumulosCRMHook:
+        """The hook every poke of this task uses (one pooled session)."""
+        return KumulosCRMHook(self.kumulos_conn_id)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One check: done with the attributes, not yet, or raise for a failure waiting cannot fix."""
+        expected = _policy.check_attributes_match(self.attributes_match)
+        try:
+            attributes = self.hook.get_attributes(self.user_id)
+        except KumulosError as exc:
+            if not _policy.keeps_waiting(exc):
+                raise
+            if isinstance(exc, KumulosUserNotFoundError):
+                self.log.info("The Kumulos user does not exist yet.")
+            else:
+                self.log.warning("Kumulos still failing after retries, will check again: %s", exc)
+            return PokeReturnValue(is_done=False)
+        if not _policy.attributes_satisfy(attributes, expected):
+            self.log.info("The Kumulos user exists; its attributes do not match yet.")
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=attributes)
+
+    def execute(self, context: Context) -> Any:
+        """Poke (or reschedule) as any sensor; deferrable: check once, then wait in the triggerer."""
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            started = time.monotonic()
+            first = self.poke(context)
+            if first.is_done:
+                return first.xcom_value
+            self._defer(remaining=max(0.0, self.timeout - (time.monotonic() - started)))
+        finally:
+            if "hook" in self.__dict__:
+                self.hook.close()
+
+    def _defer(self, remaining: float) -> None:
+        from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
+
+        self.defer(
+            trigger=KumulosUserTrigger(
+                user_id=self.user_id,
+                kumulos_conn_id=self.kumulos_conn_id,
+                poke_interval=self.poke_interval,
+                attributes_match=self.attributes_match,
+                end_time=time.time() + remaining,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=remaining),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger: the attributes on success, else the same error the sync path raises."""
+        from airflow_provider_kumulos.triggers.kumulos import SUCCESS, TIMEOUT
+
+        event = event or {}
+        if event.get("status") == SUCCESS:
+            return event.get("attributes")
+        if event.get("status") == TIMEOUT:
+            raise _sensor_timeout(str(event.get("message", "Timed out waiting for the Kumulos user.")))
+        raise KumulosError.from_dict(
+            event.get("error") or {"message": f"Unexpected trigger event {event!r}."}
+        )
+
+
+def _sensor_timeout(message: str) -> Exception:
+    """Airflow's sensor-timeout error (its module moved during Airflow 3), as the sync path raises it."""
+    try:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+    except ImportError:  # older Airflow 3 releases
+        from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
+    return AirflowSensorTimeout(message)
