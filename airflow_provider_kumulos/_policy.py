@@ -398,18 +398,16 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
 
 @functools.cache
 def _page_types() -> tuple[Any, Any]:
-    """msgspec types for a users page, built on first use to keep msgspec out of module import."""
+    """msgspec types for a users page, built on first use to keep msgspec out of module import.
+
+    Built with ``defstruct`` because this module's postponed annotations would name ``msgspec``,
+    which is not a module global.
+    """
     import msgspec
 
-    class _Page(msgspec.Struct):
-        users: list[dict[str, Any]]
-        totalUsers: int
-
-    class _RawPage(msgspec.Struct):
-        users: list[msgspec.Raw]
-        totalUsers: int
-
-    return _Page, _RawPage
+    page = msgspec.defstruct("_Page", [("users", list[dict[str, Any]]), ("totalUsers", int)])
+    raw_page = msgspec.defstruct("_RawPage", [("users", list[msgspec.Raw]), ("totalUsers", int)])
+    return page, raw_page
 
 
 # --- waiting for a user -----------------------------------------------------------------------
