@@ -140,8 +140,17 @@ def test_check_attributes_encodes_compact_utf8_json() -> None:
 
 @pytest.mark.parametrize(
     ("page", "per_page", "parameter"),
-    [(0, 10, "page"), (-1, 10, "page"), (1.0, 10, "page"), (True, 10, "page"), ("1", 10, "page")]
-    + [(1, 0, "per_page"), (1, 1001, "per_page"), (1, False, "per_page"), (1, None, "per_page")],
+    [
+        (0, 10, "page"),
+        (-1, 10, "page"),
+        (1.0, 10, "page"),
+        (True, 10, "page"),
+        ("1", 10, "page"),
+        (1, 0, "per_page"),
+        (1, 1001, "per_page"),
+        (1, False, "per_page"),
+        (1, None, "per_page"),
+    ],
 )
 def test_check_paging_rejects_out_of_range(page: object, per_page: object, parameter: str) -> None:
     with pytest.raises(KumulosInputError) as caught:
