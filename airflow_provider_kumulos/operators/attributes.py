@@ -1,0 +1,425 @@
+"""SetAttributesOperator and DeleteAttributesOperator: write or clear Kumulos user attributes.
+
+Both work on one user or in bulk. They stay thin: check their arguments, pick a record source (one
+user, a list, or a JSONL/CSV/text file streamed from any object storage) and hand it to the shared
+bulk runner (``_bulk``) together with the API call to make per record. Everything heavy is imported
+inside ``execute``, so DAG files that import these operators parse fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_kumulos._bulk import Job
+    from airflow_provider_kumulos._sources import SourceRecord
+    from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+#: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
+MAX_CONCURRENCY = 64
+#: The XCom key of a task's return value; the summary goes there even when the task fails.
+XCOM_RETURN_KEY = "return_value"
+
+Records = tuple[Iterable["SourceRecord"], int | None]
+
+
+def _check_one_mode(given: dict[str, bool], fix: str) -> None:
+    """Exactly one way of naming the users must be used."""
+    chosen = [name for name, present in given.items() if present]
+    if len(chosen) != 1:
+        problem = f"got {' and '.join(chosen)}" if chosen else "none of them was given"
+        raise KumulosInputError(" / ".join(given), problem, fix)
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise KumulosInputError(
+            name, f"{value!r} is not a whole number {bounds}", f"Pass a whole number {bounds}."
+        )
+    return value
+
+
+def _from_json(value: object, parameter: str, expected: type, example: str) -> Any:
+    """``value`` itself, or parsed when it is a string (a template that rendered JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise KumulosInputError(
+                parameter,
+                "it is a string that is not valid JSON",
+                f"Pass {example}, an XComArg, or a template that renders JSON (e.g. with the tojson filter).",
+            ) from None
+    if not isinstance(value, expected) or isinstance(value, str | bytes):
+        raise KumulosInputError(
+            parameter, f"expected {example}, got {type(value).__name__}", f"Pass {example}."
+        )
+    return value
+
+
+class _AttributesOperator(BaseOperator):
+    """Arguments and execution shared by the attribute operators; subclasses supply records and the call."""
+
+    #: Names the operation in progress lines, summaries and errors.
+    what: ClassVar[str]
+    #: Whether records carry attributes (set) or only identifiers (delete).
+    with_attributes: ClassVar[bool]
+    #: File formats ``source_path`` may have.
+    formats: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        *,
+        kumulos_conn_id: str,
+        source_path: Any,
+        source_format: str | None,
+        identifier_column: str,
+        max_concurrency: int,
+        max_requests_per_second: float | None,
+        max_failures: int,
+        failures_path: Any,
+        dry_run: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kumulos_conn_id = kumulos_conn_id
+        self.source_path = source_path
+        self.source_format = source_format
+        self.identifier_column = identifier_column
+        self.max_concurrency = _check_int("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
+        self.max_requests_per_second = max_requests_per_second
+        self.max_failures = _check_int("max_failures", max_failures, 0)
+        self.failures_path = failures_path
+        self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
+        if max_requests_per_second is not None and (
+            isinstance(max_requests_per_second, bool)
+            or not isinstance(max_requests_per_second, int | float)
+            or not max_requests_per_second > 0
+        ):
+            raise KumulosInputError(
+                "max_requests_per_second",
+                f"{max_requests_per_second!r} is not a number > 0",
+                "Pass a positive rate such as 20, or None for no cap.",
+            )
+        if not isinstance(identifier_column, str) or not identifier_column:
+            raise KumulosInputError(
+                "identifier_column", f"{identifier_column!r} is not a column name", 'Pass e.g. "identifier".'
+            )
+        if source_format is not None and source_format not in self.formats:
+            raise KumulosInputError(
+                "source_format",
+                f"{source_format!r} is not supported",
+                f"Use one of {', '.join(self.formats)}.",
+            )
+        if not isinstance(dry_run, bool):
+            raise KumulosInputError("dry_run", f"expected True or False, got {dry_run!r}", "Pass a bool.")
+
+    # --- what subclasses provide ----------------------------------------------------------------
+
+    def _given_records(self) -> Records:
+        """Records passed as arguments (not ``source_path``), with their count when known."""
+        raise NotImplementedError
+
+    def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        """The API call for one record: returns ``_bulk.SUCCEEDED`` or ``_bulk.MISSING``, or raises."""
+        raise NotImplementedError
+
+    def _attribute_types(self) -> dict[str, str] | None:
+        return None
+
+    # --- execution ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _open_records(self) -> Iterator[Records]:
+        if self.source_path is None:
+            yield self._given_records()
+            return
+        from airflow_provider_kumulos._sources import open_source
+
+        with open_source(
+            self.source_path,
+            source_format=self.source_format,
+            allowed_formats=self.formats,
+            identifier_column=self.identifier_column,
+            attribute_types=self._attribute_types(),
+            with_attributes=self.with_attributes,
+        ) as records:
+            yield records, None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Check every argument, run the records through the bulk runner, return (and push) the summary.
+
+        Above ``max_failures`` failed records (or on an auth/configuration error) the summary is
+        pushed to XCom first, the failures file is already published, then the task fails.
+        """
+        from airflow_provider_kumulos import _bulk
+        from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+        failures_path = _bulk.check_failures_path(self.failures_path)
+        with self._open_records() as (records, total):
+            hook = (
+                None
+                if self.is_dry_run
+                else KumulosCRMHook(
+                    self.kumulos_conn_id,
+                    pool_size=self.max_concurrency,
+                    max_requests_per_second=self.max_requests_per_second,
+                )
+            )
+            try:
+                report = _bulk.run_bulk(
+                    records,
+                    None if hook is None else self._sender(hook),
+                    what=self.what,
+                    with_attributes=self.with_attributes,
+                    with_missing=not self.with_attributes,
+                    max_concurrency=self.max_concurrency,
+                    failures_path=failures_path,
+                    logger=self.log,
+                    total=total,
+                    request_stats=None if hook is None else hook.stats,
+                )
+            finally:
+                if hook is not None:
+                    hook.close()
+        error = report.error(self.max_failures)
+        if error is not None:
+            context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
+            raise error
+        return report.summary
+
+
+class SetAttributesOperator(_AttributesOperator):
+    """Set Kumulos user attributes for one user or many (records, or a JSONL/CSV file), concurrently.
+
+    Give exactly one of: ``user_id`` with ``attributes`` (one user); ``records``, a list of
+    ``{"identifier": ..., "attributes": {...}}`` (e.g. an upstream task's XCom, or a template rendering
+    JSON); or ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed.
+    Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
+    reads the current attributes and overlays the new keys. Returns a summary (counts, first
+    errors, never attribute values); fails when more than ``max_failures`` records failed, after
+    writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). See
+    docs/attributes.md for every parameter.
+    """
+
+    template_fields = ("user_id", "attributes", "records", "source_path", "failures_path")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json", "records": "json"}
+    what = "set attributes"
+    with_attributes = True
+    formats = ("jsonl", "csv")
+
+    def __init__(
+        self,
+        *,
+        kumulos_conn_id: str = "kumulos_default",
+        user_id: str | None = None,
+        attributes: Mapping[str, Any] | str | None = None,
+        records: Iterable[Mapping[str, Any]] | str | None = None,
+        source_path: Any = None,
+        source_format: str | None = None,
+        identifier_column: str = "identifier",
+        attribute_types: Mapping[str, str] | None = None,
+        merge: bool = False,
+        max_concurrency: int = 8,
+        max_requests_per_second: float | None = None,
+        max_failures: int = 0,
+        failures_path: Any = None,
+        dry_run: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            kumulos_conn_id=kumulos_conn_id,
+            source_path=source_path,
+            source_format=source_format,
+            identifier_column=identifier_column,
+            max_concurrency=max_concurrency,
+            max_requests_per_second=max_requests_per_second,
+            max_failures=max_failures,
+            failures_path=failures_path,
+            dry_run=dry_run,
+            **kwargs,
+        )
+        _check_one_mode(
+            {
+                "user_id": user_id is not None or attributes is not None,
+                "records": records is not None,
+                "source_path": source_path is not None,
+            },
+            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file).",
+        )
+        if (user_id is None) != (attributes is None):
+            missing, given = ("attributes", "user_id") if attributes is None else ("user_id", "attributes")
+            raise KumulosInputError(
+                missing, f"{given} was given without {missing}", "Pass user_id and attributes together."
+            )
+        if attribute_types is not None:
+            from airflow_provider_kumulos._sources import check_attribute_types
+
+            if source_path is None:
+                raise KumulosInputError(
+                    "attribute_types",
+                    "it only applies to a CSV source_path",
+                    "Remove it or pass source_path.",
+                )
+            attribute_types = check_attribute_types(attribute_types)
+        if not isinstance(merge, bool):
+            raise KumulosInputError("merge", f"expected True or False, got {merge!r}", "Pass a bool.")
+        self.user_id = user_id
+        self.attributes = attributes
+        self.records = records
+        self.attribute_types = attribute_types
+        self.merge = merge
+
+    def _attribute_types(self) -> dict[str, str] | None:
+        return None if self.attribute_types is None else dict(self.attribute_types)
+
+    def _given_records(self) -> Records:
+        from airflow_provider_kumulos import _policy
+        from airflow_provider_kumulos._sources import SourceRecord, from_records
+
+        if self.user_id is not None:
+            user_id = _policy.check_user_id(self.user_id, "user_id")
+            attributes = _from_json(
+                self.attributes, "attributes", Mapping, 'a JSON object such as {"tier": "gold"}'
+            )
+            _policy.check_attributes(attributes, "attributes")
+            return [SourceRecord("user_id", user_id, attributes)], 1
+        records = _from_json(
+            self.records, "records", Iterable, 'a list of {"identifier": ..., "attributes": {...}}'
+        )
+        if isinstance(records, Mapping):
+            raise KumulosInputError(
+                "records", "expected a list of records, got one object", "Wrap it in a list, or use user_id."
+            )
+        total = len(records) if isinstance(records, Sized) else None
+        return (
+            from_records(
+                records, parameter="records", identifier_key=self.identifier_column, with_attributes=True
+            ),
+            total,
+        )
+
+    def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        from airflow_provider_kumulos._bulk import SUCCEEDED
+        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+
+        merge = self.merge
+
+        def send(job: Job) -> str:
+            attributes = dict(job.attributes or {})
+            if merge:
+                try:
+                    current = hook.get_attributes(job.identifier)
+                except KumulosUserNotFoundError:
+                    current = {}  # PUT creates the user
+                attributes = {**current, **attributes}
+            hook.set_attributes(job.identifier, attributes)
+            return SUCCEEDED
+
+        return send
+
+
+class DeleteAttributesOperator(_AttributesOperator):
+    """Delete every attribute of one user or many (``user_ids``, or a JSONL/CSV/text file), concurrently.
+
+    Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
+    as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
+    failures file, ``max_failures`` and dry run as :class:`SetAttributesOperator`.
+    """
+
+    template_fields = ("user_id", "user_ids", "source_path", "failures_path")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"user_ids": "json"}
+    what = "delete attributes"
+    with_attributes = False
+    formats = ("jsonl", "csv", "txt")
+
+    def __init__(
+        self,
+        *,
+        kumulos_conn_id: str = "kumulos_default",
+        user_id: str | None = None,
+        user_ids: Iterable[str] | str | None = None,
+        source_path: Any = None,
+        source_format: str | None = None,
+        missing_ok: bool = True,
+        max_concurrency: int = 8,
+        max_requests_per_second: float | None = None,
+        max_failures: int = 0,
+        failures_path: Any = None,
+        dry_run: bool = False,
+        identifier_column: str = "identifier",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            kumulos_conn_id=kumulos_conn_id,
+            source_path=source_path,
+            source_format=source_format,
+            identifier_column=identifier_column,
+            max_concurrency=max_concurrency,
+            max_requests_per_second=max_requests_per_second,
+            max_failures=max_failures,
+            failures_path=failures_path,
+            dry_run=dry_run,
+            **kwargs,
+        )
+        _check_one_mode(
+            {
+                "user_id": user_id is not None,
+                "user_ids": user_ids is not None,
+                "source_path": source_path is not None,
+            },
+            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file).",
+        )
+        if not isinstance(missing_ok, bool):
+            raise KumulosInputError(
+                "missing_ok", f"expected True or False, got {missing_ok!r}", "Pass a bool."
+            )
+        self.user_id = user_id
+        self.user_ids = user_ids
+        self.missing_ok = missing_ok
+
+    def _given_records(self) -> Records:
+        from airflow_provider_kumulos import _policy
+        from airflow_provider_kumulos._sources import SourceRecord, from_identifiers
+
+        if self.user_id is not None:
+            return [SourceRecord("user_id", _policy.check_user_id(self.user_id, "user_id"))], 1
+        user_ids = _from_json(self.user_ids, "user_ids", Iterable, 'a list of identifiers such as ["user-1"]')
+        if isinstance(user_ids, Mapping):
+            raise KumulosInputError(
+                "user_ids", "expected a list of identifiers, got an object", "Pass a list."
+            )
+        total = len(user_ids) if isinstance(user_ids, Sized) else None
+        return from_identifiers(user_ids, parameter="user_ids"), total
+
+    def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        from airflow_provider_kumulos._bulk import MISSING, SUCCEEDED
+        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+
+        missing_ok = self.missing_ok
+
+        def send(job: Job) -> str:
+            try:
+                hook.delete_attributes(job.identifier)
+            except KumulosUserNotFoundError:
+                if not missing_ok:
+                    raise
+                return MISSING
+            return SUCCEEDED
+
+        return send
