@@ -1,0 +1,194 @@
+"""Where selected users go: a list for XCom, one file, or part files under a folder.
+
+All three take batches through ``write`` and say how many more users the current file may take
+(``room``), so the export loop is the same for each. Files are written through atomic sinks:
+``finish`` publishes, ``abort`` discards whatever is unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kumulos._export.formats import ExportFormat, FormatWriter
+from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, PartInfo, build_manifest, write_json
+from airflow_provider_kumulos._export.sink import Sink, open_sink
+from airflow_provider_kumulos._storage import remove_quietly
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+
+class XComOutput:
+    """Collects users in memory, refusing to hold more than ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.users: list[Any] = []
+
+    def check_total(self, total_users: int, filtering: bool) -> None:
+        """Fail on the first page when the app holds more users than may be returned (unfiltered)."""
+        if not filtering and total_users > self.limit:
+            raise self._too_many(f"the app has {total_users:,} users")
+
+    def _too_many(self, problem: str) -> KumulosInputError:
+        return KumulosInputError(
+            "max_xcom_users",
+            f"{problem}, more than max_xcom_users={self.limit:,} may be returned through XCom",
+            "Set output_path to write the users to a file (XCom then gets a small summary), "
+            "or raise max_xcom_users.",
+        )
+
+    def room(self) -> int | None:
+        """Unlimited: the check happens in :meth:`write`."""
+        return None
+
+    def write(self, users: Sequence[Any]) -> None:
+        """Keep users, failing as soon as the limit is passed."""
+        if len(self.users) + len(users) > self.limit:
+            raise self._too_many(f"more than {self.limit:,} users matched")
+        self.users.extend(users)
+
+
+class _OpenFile:
+    """One file being written: its sink (temporary until published) and its format writer."""
+
+    def __init__(self, path: ObjectStoragePath, fmt: ExportFormat) -> None:
+        self.path = path
+        self._stack = contextlib.ExitStack()
+        self._sink: Sink = self._stack.enter_context(open_sink(path, fmt.compression))
+        self._writer: FormatWriter = fmt.open(self._sink.stream)
+        self.users = 0
+
+    def write(self, users: Sequence[Any]) -> None:
+        self._writer.write(users)
+        self.users += len(users)
+
+    def publish(self) -> tuple[int, str]:
+        """Finish the document and publish the file; returns its size and SHA-256."""
+        self._writer.close()
+        self._stack.close()
+        return self._sink.nbytes, self._sink.sha256
+
+    def discard(self, error: BaseException) -> None:
+        """Drop the temporary object; nothing appears at :attr:`path`."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._stack.__exit__(type(error), error, error.__traceback__)
+
+
+class FileOutput:
+    """All users in one file at ``path``, published when the export finishes."""
+
+    def __init__(self, path: ObjectStoragePath, fmt: ExportFormat) -> None:
+        self.path = path
+        self.fmt = fmt
+        self._file: _OpenFile | None = None
+        self.nbytes = 0
+        self.sha256 = ""
+
+    def room(self) -> int | None:
+        """Unlimited."""
+        return None
+
+    def write(self, users: Sequence[Any]) -> None:
+        """Append users (the file is opened on the first write, once csv columns are known)."""
+        if self._file is None:
+            self._file = _OpenFile(self.path, self.fmt)
+        self._file.write(users)
+
+    def finish(self) -> None:
+        """Publish the file (an empty but valid document when no user was written)."""
+        if self._file is None:
+            self._file = _OpenFile(self.path, self.fmt)
+        self.nbytes, self.sha256 = self._file.publish()
+
+    def abort(self, error: BaseException) -> None:
+        """Leave nothing at :attr:`path`."""
+        if self._file is not None:
+            self._file.discard(error)
+
+
+class PartedOutput:
+    """Part files of ``split_every`` users under ``directory``, then ``_manifest.json`` last."""
+
+    def __init__(
+        self,
+        directory: ObjectStoragePath,
+        fmt: ExportFormat,
+        split_every: int,
+        finished: Sequence[PartInfo] = (),
+    ) -> None:
+        self.directory = directory
+        self.fmt = fmt
+        self.split_every = split_every
+        self.parts: list[PartInfo] = list(finished)
+        self.resumed_parts = len(self.parts)
+        self._file: _OpenFile | None = None
+
+    @property
+    def manifest_path(self) -> ObjectStoragePath:
+        """Where the manifest goes."""
+        return self.directory / MANIFEST_NAME
+
+    def part_name(self, index: int) -> str:
+        """``part-00000.jsonl`` (``.gz`` appended for gzip)."""
+        return f"part-{index:05d}.{self.fmt.extension}"
+
+    def part_path(self, index: int) -> ObjectStoragePath:
+        """Full path of part ``index``."""
+        return self.directory / self.part_name(index)
+
+    def forget_previous_manifest(self) -> None:
+        """A fresh export removes the old manifest first: it must not vouch for parts about to change."""
+        remove_quietly(self.manifest_path)
+
+    def room(self) -> int:
+        """Users the current part may still take."""
+        return self.split_every - (self._file.users if self._file is not None else 0)
+
+    def write(self, users: Sequence[Any]) -> None:
+        """Append users to the current part (opened on demand)."""
+        if not users:
+            return
+        if self._file is None:
+            self._file = _OpenFile(self.part_path(len(self.parts)), self.fmt)
+        self._file.write(users)
+
+    def close_part(self) -> PartInfo | None:
+        """Publish the current part, if any; returns what the manifest will say about it."""
+        if self._file is None:
+            return None
+        open_file, self._file = self._file, None
+        nbytes, sha256 = open_file.publish()
+        index = len(self.parts)
+        part = PartInfo(index, self.part_name(index), open_file.users, nbytes, sha256)
+        self.parts.append(part)
+        return part
+
+    def finish(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
+        """Publish the last part, then the manifest, then remove parts left over from older exports."""
+        self.close_part()
+        write_json(self.manifest_path, build_manifest(self.parts, summary, options, self.fmt.attribute_keys))
+        self._remove_stale_parts()
+
+    def abort(self, error: BaseException, keep_finished: bool) -> None:
+        """Discard the unfinished part; keep the finished ones only when a retry will resume from them."""
+        if self._file is not None:
+            self._file.discard(error)
+            self._file = None
+        if not keep_finished:
+            for part in self.parts:
+                remove_quietly(self.directory / part.name)
+
+    def _remove_stale_parts(self) -> None:
+        pattern = re.compile(r"part-(\d{5,})\." + re.escape(self.fmt.extension) + "$")
+        current = {part.name for part in self.parts}
+        fs = self.directory.fs
+        for found in fs.glob(f"{self.directory.path.rstrip('/')}/part-*"):
+            name = found.rsplit("/", 1)[-1]
+            if pattern.fullmatch(name) and name not in current:
+                fs.rm(found)

@@ -1,0 +1,232 @@
+"""The export loop: pages from the hook -> filter and dedupe -> projection -> format writer -> output.
+
+One page is held at a time, so memory does not grow with the number of users (apart from the
+dedupe table, 12-23 bytes per user). Parts close exactly every ``split_every`` users, each
+followed by a checkpoint when a state store is available. After the last page the counts are
+compared with ``totalUsers``; a mismatch is logged or, with ``on_count_mismatch="fail"``, raised
+before anything is published.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kumulos import _metrics
+from airflow_provider_kumulos._export.counts import ExportCounts, KumulosCountMismatchError
+from airflow_provider_kumulos._export.dedupe import SeenIdentifiers
+from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
+from airflow_provider_kumulos._export.formats import ExportFormat
+from airflow_provider_kumulos._export.options import ExportOptions, describe_options
+from airflow_provider_kumulos._export.outputs import FileOutput, PartedOutput, XComOutput
+from airflow_provider_kumulos._export.projection import Projection
+from airflow_provider_kumulos._export.records import batch_from_dicts, batch_from_raw
+from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
+from airflow_provider_kumulos._export.selection import Selector
+from airflow_provider_kumulos._progress import ProgressLogger
+
+if TYPE_CHECKING:
+    import logging
+
+    from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+Output = XComOutput | FileOutput | PartedOutput
+
+
+class ExportRun:
+    """One attempt at an export; :meth:`run` returns the users (XCom) or the summary dict."""
+
+    def __init__(
+        self,
+        hook: KumulosCRMHook,
+        options: ExportOptions,
+        log: logging.Logger | Any,
+        state_store: Any | None = None,
+        progress_interval: float = 10.0,
+    ) -> None:
+        self.hook = hook
+        self.options = options
+        self.log = log
+        self.started = time.monotonic()
+        self.counts = ExportCounts()
+        self.seen = SeenIdentifiers()
+        self.resume = ResumeState(state_store if options.split_every else None, options.fingerprint())
+        self.start_page, self.skip = options.start_page, 0
+        self.fmt = ExportFormat(options)
+        self.output: Output = self._prepare_output()
+        filtering = options.updated_since is not None
+        self.selector = Selector(
+            self.seen,
+            UpdatedSinceFilter(options.updated_since, options.updated_since_field)  # type: ignore[arg-type]
+            if filtering
+            else None,
+        )
+        self.stamp_field = options.updated_since_field if filtering else None
+        self.projection = Projection(options.kept_fields()) if options.projecting else None
+        self.mismatch: str | None = None
+        self.progress = ProgressLogger(
+            "Kumulos export", logger=log, interval=progress_interval, request_stats=hook.stats
+        )
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _prepare_output(self) -> Output:
+        options = self.options
+        if options.output_path is None:
+            return XComOutput(options.max_xcom_users)
+        if options.split_every is None:
+            return FileOutput(options.output_path, self.fmt)
+        checkpoint = self.resume.load()
+        if checkpoint is not None:
+            resumed = self._resume_from(checkpoint)
+            if resumed is not None:
+                return resumed
+        self.resume.clear()
+        output = PartedOutput(options.output_path, self.fmt, options.split_every)
+        output.forget_previous_manifest()
+        return output
+
+    def _resume_from(self, checkpoint: Checkpoint) -> PartedOutput | None:
+        assert self.options.output_path is not None and self.options.split_every is not None
+        fmt = ExportFormat(self.options, checkpoint.attribute_keys)
+        problem = replay_parts(checkpoint.parts, self.options.output_path, fmt, self.seen)
+        if problem is not None:
+            self.log.warning("Cannot resume the export (%s); starting over from the first page.", problem)
+            self.seen = SeenIdentifiers()
+            return None
+        self.fmt, self.counts = fmt, checkpoint.counts
+        self.start_page, self.skip = checkpoint.next_page, checkpoint.skip
+        self.log.info(
+            "Resuming the export after %d finished parts (%d users) at page %d.",
+            len(checkpoint.parts),
+            self.counts.users_written,
+            self.start_page,
+        )
+        return PartedOutput(self.options.output_path, fmt, self.options.split_every, checkpoint.parts)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> Any:
+        """Export every page; publish on success, leave nothing at the final path on failure."""
+        try:
+            self._export_pages()
+            self._check_counts()
+            result = self._publish()
+        except BaseException as error:
+            self._abort(error)
+            raise
+        self.resume.clear()
+        self._report()
+        return result
+
+    def _export_pages(self) -> None:
+        options, output = self.options, self.output
+        raw = not self.fmt.needs_dicts and self.projection is None and not isinstance(output, XComOutput)
+        pages = self.hook.iter_pages(options.page_size, self.start_page, options.end_page, raw=raw)
+        for page in pages:
+            self.counts.saw_page(page.total_users)
+            if isinstance(output, XComOutput):
+                output.check_total(page.total_users, filtering=self.stamp_field is not None)
+            make_batch = batch_from_raw if raw else batch_from_dicts
+            batch = make_batch(page.page, page.users, self.stamp_field)
+            self.fmt.prepare(batch.users)
+            position, self.skip = self.skip, 0
+            while position < len(batch):
+                selection = self.selector.select(batch, position, output.room())
+                output.write(batch.pick(selection.positions, self.projection))
+                selection.count_into(self.counts, position)
+                position = selection.stop
+                if isinstance(output, PartedOutput) and output.room() == 0:
+                    self._close_part(page.page, position, len(batch))
+            self.progress.update(self.counts.users_scanned, total=page.total_users)
+
+    def _close_part(self, page: int, position: int, page_length: int) -> None:
+        assert isinstance(self.output, PartedOutput)
+        self.output.close_part()
+        next_page, skip = (page, position) if position < page_length else (page + 1, 0)
+        self.resume.save(
+            Checkpoint(
+                fingerprint=self.resume.fingerprint,
+                parts=list(self.output.parts),
+                next_page=next_page,
+                skip=skip,
+                counts=ExportCounts.from_dict(self.counts.to_dict()),
+                attribute_keys=self.fmt.attribute_keys,
+            )
+        )
+
+    def _check_counts(self) -> None:
+        options = self.options
+        problem = self.mismatch = self.counts.mismatch(
+            options.start_page, options.end_page, options.page_size
+        )
+        if problem is None:
+            return
+        if options.on_count_mismatch == "fail":
+            raise KumulosCountMismatchError(
+                f"Kumulos export: the user set changed while paging ({problem}). Nothing was published; "
+                'rerun the export, or set on_count_mismatch="warn" to accept it.'
+            )
+        self.log.warning("Kumulos export: the user set changed while paging (%s).", problem)
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def _publish(self) -> Any:
+        output = self.output
+        if isinstance(output, XComOutput):
+            return output.users
+        if isinstance(output, FileOutput):
+            output.finish()
+            return self._summary(nbytes=output.nbytes, sha256=output.sha256)
+        output.close_part()
+        summary = self._summary(
+            nbytes=sum(part.bytes for part in output.parts),
+            manifest=str(output.manifest_path),
+            parts=len(output.parts),
+            resumed_parts=output.resumed_parts,
+        )
+        output.finish(summary, describe_options(self.options))
+        return summary
+
+    def _summary(self, nbytes: int, **extra: Any) -> dict[str, Any]:
+        counts, options = self.counts, self.options
+        summary = {
+            "path": str(options.output_path),
+            "format": options.format,
+            "compression": options.compression,
+            "users_written": counts.users_written,
+            "pages_fetched": counts.pages_fetched,
+            "users_scanned": counts.users_scanned,
+            "users_filtered_out": counts.users_filtered_out,
+            "duplicates_dropped": counts.duplicates_dropped,
+            "total_users_start": counts.total_users_start,
+            "total_users_end": counts.total_users_end,
+            "count_mismatch": self.mismatch,
+            "start_page": options.start_page,
+            "end_page": options.end_page,
+            "bytes": nbytes,
+            "duration_seconds": round(time.monotonic() - self.started, 3),
+        }
+        summary.update(extra)
+        return summary
+
+    def _abort(self, error: BaseException) -> None:
+        output = self.output
+        if isinstance(output, FileOutput):
+            output.abort(error)
+        elif isinstance(output, PartedOutput):
+            keep = self.resume.enabled and not isinstance(error, KumulosCountMismatchError)
+            output.abort(error, keep_finished=keep)
+            if not keep:
+                self.resume.clear()
+
+    def _report(self) -> None:
+        counts = self.counts
+        self.progress.finish(
+            users_written=counts.users_written,
+            users_scanned=counts.users_scanned,
+            filtered_out=counts.users_filtered_out,
+            duplicates_dropped=counts.duplicates_dropped,
+            pages=counts.pages_fetched,
+        )
+        _metrics.incr("users_exported", counts.users_written, format=self.options.format)

@@ -1,0 +1,89 @@
+"""Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
+
+The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
+gzip-compressed, counted and hashed exactly as stored, and go to a temporary object that
+:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
+duplicates) decompresses the same way, and :func:`stored_digest` hashes the stored bytes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_kumulos._storage import atomic_write
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+
+class _HashingWriter(io.RawIOBase):
+    """Pass writes through to ``target`` while counting and hashing them."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        super().__init__()
+        self._target = target
+        self.sha256 = hashlib.sha256()
+        self.nbytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._target.write(view)
+        self.sha256.update(view)
+        self.nbytes += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.nbytes
+
+
+@dataclass
+class Sink:
+    """Where a format writer writes; ``nbytes`` and ``sha256`` describe the stored object once closed."""
+
+    stream: IO[bytes]
+    nbytes: int = 0
+    sha256: str = ""
+
+
+@contextlib.contextmanager
+def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink]:
+    """Write ``path`` atomically, gzip-compressed when asked; the object exists only after a clean exit."""
+    with atomic_write(path, "wb") as raw:
+        hashing = _HashingWriter(raw)
+        stream: IO[bytes] = (
+            gzip.GzipFile(filename="", fileobj=hashing, mode="wb", mtime=0)  # type: ignore[assignment]
+            if compression == "gzip"
+            else io.BufferedWriter(hashing, buffer_size=1 << 20)
+        )
+        sink = Sink(stream)
+        yield sink
+        stream.close()
+        sink.nbytes, sink.sha256 = hashing.nbytes, hashing.sha256.hexdigest()
+
+
+def stored_digest(path: ObjectStoragePath) -> tuple[int, str]:
+    """Size and SHA-256 of the object stored at ``path`` (as :func:`open_sink` reported them)."""
+    digest = hashlib.sha256()
+    nbytes = 0
+    with path.fs.open(path.path, "rb") as raw:
+        while chunk := raw.read(1 << 20):
+            digest.update(chunk)
+            nbytes += len(chunk)
+    return nbytes, digest.hexdigest()
+
+
+@contextlib.contextmanager
+def open_decompressed(path: ObjectStoragePath, compression: str | None) -> Iterator[IO[bytes]]:
+    """Read ``path``, decompressing gzip; uncompressed files stay seekable (parquet needs that)."""
+    with path.fs.open(path.path, "rb") as raw:
+        yield gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[misc]

@@ -1,0 +1,226 @@
+"""ExportUsersOperator: stream every Kumulos user to a file (or XCom), atomically and resumably.
+
+Also here: :func:`plan_export_partitions`, which splits an export into page windows for mapped
+tasks, and :class:`WriteExportManifestOperator` / :func:`merge_export_manifests`, which write one
+manifest over those partitions. The operator only checks arguments and hands over to
+``_export.run``; everything heavy is imported inside ``execute`` so DAG files parse fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_kumulos._export.options import MAX_PAGE_SIZE, check_split_every, check_static
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = [
+    "ExportUsersOperator",
+    "WriteExportManifestOperator",
+    "merge_export_manifests",
+    "plan_export_partitions",
+]
+
+
+class ExportUsersOperator(BaseOperator):
+    """Export Kumulos users page by page to ``output_path`` (any object storage) or to XCom.
+
+    :param kumulos_conn_id: Kumulos connection (login = API key, password = server key).
+    :param page_size: users per request, 1..1000.
+    :param output_path: local path or URL (``s3://conn_id@bucket/key``...); the file appears only
+        once the export succeeded. With ``split_every`` it is the folder for part files. Without
+        it, the users are returned through XCom (up to ``max_xcom_users``). Templated.
+    :param format: ``jsonl`` (default, users exactly as the API sends them), ``json`` (one
+        array), ``csv`` or ``parquet`` (extra ``parquet``). See docs/export.md for layouts.
+    :param compression: None or ``"gzip"`` (text formats; the path is used as given).
+    :param max_xcom_users: most users returned through XCom; more fails fast, before paging on.
+    :param fields: top-level user keys to keep (``identifier`` always kept). Templated.
+    :param include_installs: False drops each user's ``installs``.
+    :param updated_since: keep users whose ``updated_since_field`` is at or after this
+        timezone-aware time (e.g. ``"{{ data_interval_start }}"``). Templated.
+    :param updated_since_field: ``updatedAt`` (default), ``lastActive``, ``createdAt`` or ``firstActive``.
+    :param on_count_mismatch: ``"warn"`` or ``"fail"`` (publish nothing) when the users exported
+        disagree with ``totalUsers`` because the user set changed while paging.
+    :param split_every: write part files of this many users plus ``_manifest.json`` (written last);
+        with Airflow's task state store (3.3+) a retry resumes after the last finished part.
+    :param start_page: first page to fetch (for partitioned exports). Templated.
+    :param end_page: last page to fetch, inclusive; None runs to the end. Templated.
+    :param attribute_columns: csv only: attribute keys given their own column (default: the keys
+        of the first page). Templated.
+    :param hook_params: extra ``KumulosCRMHook`` arguments (``timeout``, ``max_retries``...).
+    :param progress_interval: seconds between progress lines in the task log.
+    """
+
+    template_fields: Sequence[str] = (
+        "kumulos_conn_id",
+        "output_path",
+        "updated_since",
+        "fields",
+        "start_page",
+        "end_page",
+        "attribute_columns",
+    )
+
+    def __init__(
+        self,
+        *,
+        kumulos_conn_id: str = "kumulos_default",
+        page_size: int = MAX_PAGE_SIZE,
+        output_path: Any = None,
+        format: str = "jsonl",
+        compression: str | None = None,
+        max_xcom_users: int = 10_000,
+        fields: list[str] | str | None = None,
+        include_installs: bool = True,
+        updated_since: Any = None,
+        updated_since_field: str = "updatedAt",
+        on_count_mismatch: str = "warn",
+        split_every: int | None = None,
+        start_page: int | str = 1,
+        end_page: int | str | None = None,
+        attribute_columns: list[str] | str | None = None,
+        hook_params: dict[str, Any] | None = None,
+        progress_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_static(
+            page_size=page_size,
+            format=format,
+            compression=compression,
+            max_xcom_users=max_xcom_users,
+            include_installs=include_installs,
+            updated_since_field=updated_since_field,
+            on_count_mismatch=on_count_mismatch,
+        )
+        check_split_every(split_every, has_output=output_path is not None)
+        self.kumulos_conn_id = kumulos_conn_id
+        self.page_size = page_size
+        self.output_path = output_path
+        self.format = format
+        self.compression = compression
+        self.max_xcom_users = max_xcom_users
+        self.fields = fields
+        self.include_installs = include_installs
+        self.updated_since = updated_since
+        self.updated_since_field = updated_since_field
+        self.on_count_mismatch = on_count_mismatch
+        self.split_every = split_every
+        self.start_page = start_page
+        self.end_page = end_page
+        self.attribute_columns = attribute_columns
+        self.hook_params = dict(hook_params or {})
+        self.progress_interval = progress_interval
+
+    def execute(self, context: Context) -> Any:
+        """Validate the rendered arguments, run the export, return users or the summary dict."""
+        from airflow_provider_kumulos._export.options import build_options
+        from airflow_provider_kumulos._export.run import ExportRun
+        from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+        options = build_options(
+            output_path=self.output_path,
+            format=self.format,
+            compression=self.compression,
+            page_size=self.page_size,
+            max_xcom_users=self.max_xcom_users,
+            fields=self.fields,
+            include_installs=self.include_installs,
+            updated_since=self.updated_since,
+            updated_since_field=self.updated_since_field,
+            on_count_mismatch=self.on_count_mismatch,
+            split_every=self.split_every,
+            start_page=self.start_page,
+            end_page=self.end_page,
+            attribute_columns=self.attribute_columns,
+        )
+        state_store = cast("dict[str, Any]", context).get("task_state_store")
+        hook = KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)
+        try:
+            return ExportRun(hook, options, self.log, state_store, self.progress_interval).run()
+        finally:
+            hook.close()
+
+
+def plan_export_partitions(
+    kumulos_conn_id: str = "kumulos_default",
+    partitions: int | None = None,
+    pages_per_partition: int | None = None,
+    page_size: int = MAX_PAGE_SIZE,
+    output_path: str | None = None,
+    suffix: str = "",
+    hook_params: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Plan page windows for ``ExportUsersOperator.partial(...).expand_kwargs(plan)`` with one count request.
+
+    Returns one kwargs dict per partition: ``start_page``, ``end_page`` (None for the last,
+    open-ended window) and ``page_size`` (so do not pass ``page_size`` to ``partial``), plus
+    ``output_path`` = ``<output_path>/partition-00000<suffix>`` when ``output_path`` is given.
+    Call it inside a ``@task`` so the count is taken when the DAG runs, not when it is parsed.
+    """
+    from airflow_provider_kumulos._export.partitions import check_plan_arguments, plan_partitions
+    from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+
+    check_plan_arguments(partitions, pages_per_partition, page_size)
+    hook = KumulosCRMHook(kumulos_conn_id, **(hook_params or {}))
+    try:
+        total_users = hook.fetch_users_page(1, 1).total_users
+    finally:
+        hook.close()
+    return plan_partitions(
+        total_users,
+        page_size,
+        partitions=partitions,
+        pages_per_partition=pages_per_partition,
+        output_path=output_path,
+        suffix=suffix,
+    )
+
+
+def merge_export_manifests(
+    summaries: Sequence[dict[str, Any]], output_path: str, check_duplicates: bool = True
+) -> dict[str, Any]:
+    """Write one manifest at ``output_path`` over the partitions whose export summaries are given.
+
+    Reports cross-partition duplicates (users that moved between page windows while partitions ran)
+    and page windows no partition covered. Usable from a ``@task``.
+    """
+    from airflow_provider_kumulos._export.merge import merge_export_manifests as merge
+
+    return merge(summaries, output_path, check_duplicates)
+
+
+class WriteExportManifestOperator(BaseOperator):
+    """Write one manifest over a partitioned export (the summaries of mapped ExportUsersOperator tasks).
+
+    :param summaries: the partitions' return values, usually ``export.output`` of the mapped task.
+    :param output_path: where the merged manifest goes (e.g. ``s3://aws_default@bucket/users/_manifest.json``).
+    :param check_duplicates: read the partitions' identifiers back to count cross-partition duplicates.
+    """
+
+    template_fields: Sequence[str] = ("summaries", "output_path")
+
+    def __init__(
+        self, *, summaries: Any, output_path: str, check_duplicates: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.summaries = summaries
+        self.output_path = output_path
+        self.check_duplicates = check_duplicates
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Merge, log one summary line, return the merged summary."""
+        summary = merge_export_manifests(list(self.summaries), self.output_path, self.check_duplicates)
+        self.log.info(
+            "Export manifest written: %d partitions, %d files, %d users, %s cross-partition duplicates, gaps: %s",
+            summary["partitions"],
+            summary["files"],
+            summary["users_written"],
+            summary["cross_partition_duplicates"],
+            summary["page_gaps"] or "none",
+        )
+        return summary
