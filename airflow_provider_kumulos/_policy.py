@@ -171,10 +171,10 @@ def _encodes_with_nan(attributes: Mapping[str, Any]) -> bool:
     return True
 
 
-def check_paging(page: object, per_page: object) -> tuple[int, int]:
-    """Validate ``page`` (>= 1) and ``per_page`` (1..1000)."""
+def check_paging(page: object, per_page: object, *, page_parameter: str = "page") -> tuple[int, int]:
+    """Validate ``page`` (>= 1; named ``page_parameter`` in errors) and ``per_page`` (1..1000)."""
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        raise KumulosInputError("page", f"{page!r} is not a whole number >= 1", "Pages start at 1.")
+        raise KumulosInputError(page_parameter, f"{page!r} is not a whole number >= 1", "Pages start at 1.")
     if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= MAX_PER_PAGE:
         raise KumulosInputError(
             "per_page",

@@ -264,9 +264,9 @@ class KumulosCRMHook(BaseHook):
         raw: bool = False,
     ) -> Iterator[_policy.UsersPage]:
         """Pages ``start_page``..``end_page`` (inclusive), stopping early at an empty page or at ``totalUsers``."""
-        _policy.check_paging(start_page, per_page)
+        _policy.check_paging(start_page, per_page, page_parameter="start_page")
         if end_page is not None:
-            _policy.check_paging(end_page, per_page)
+            _policy.check_paging(end_page, per_page, page_parameter="end_page")
             if end_page < start_page:
                 raise _policy.KumulosInputError(
                     "end_page", f"{end_page} is before start_page {start_page}", "Use end_page >= start_page."
