@@ -17,7 +17,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_kumulos import _policy
 from airflow_provider_kumulos._config import ClientConfig, aconnection_config
 from airflow_provider_kumulos._retry import retry_kwargs
-from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosError, KumulosUserNotFoundError
 
 if TYPE_CHECKING:
     import httpx
@@ -136,16 +136,23 @@ def _client(config: ClientConfig) -> httpx.AsyncClient:
     """An async client with the hook's settings: Basic auth, JSON headers, timeouts, TLS verification."""
     import httpx
 
-    verify: bool | ssl.SSLContext = (
-        config.verify if isinstance(config.verify, bool) else ssl.create_default_context(cafile=config.verify)
-    )
     return httpx.AsyncClient(
         base_url=config.base_url,
         auth=httpx.BasicAuth(config.api_key, config.server_key),
         headers=_policy.JSON_HEADERS,
         timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-        verify=verify,
+        verify=config.verify if isinstance(config.verify, bool) else _ca_context(config.verify),
     )
+
+
+def _ca_context(ca_bundle: str) -> ssl.SSLContext:
+    """A verifying TLS context trusting ``ca_bundle`` (httpx wants a context, not a path)."""
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (ssl.SSLError, OSError) as exc:
+        raise KumulosConfigError(
+            f"Connection extra 'verify': cannot load the CA bundle {ca_bundle!r} ({type(exc).__name__})."
+        ) from None
 
 
 async def _send(

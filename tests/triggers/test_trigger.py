@@ -1,0 +1,265 @@
+"""KumulosUserTrigger driven directly with asyncio against the emulator over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import psutil
+import pytest
+
+from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
+from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
+
+CONN_ID = "kumulos_trigger"
+FAST_RETRIES = {"max_retries": 2, "backoff_base": 0.01, "backoff_max": 0.05}
+
+
+@pytest.fixture
+def connection(kumulos_emulator: KumulosEmulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """``connection(**overrides)``: define the trigger's connection on the emulator; returns its id."""
+
+    def define(password: str | None = None, **extra: Any) -> str:
+        conn = json.loads(kumulos_emulator.connection_uri(**{**FAST_RETRIES, **extra}))
+        if password is not None:
+            conn["password"] = password
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+        return CONN_ID
+
+    return define
+
+
+def events(trigger: KumulosUserTrigger) -> list[dict[str, Any]]:
+    """Every event payload the trigger fires, running it to completion on a fresh event loop."""
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def later(seconds: float, action: Callable[[], Any]) -> threading.Timer:
+    """Run ``action`` in ``seconds`` from another thread (as a mobile app would create the user)."""
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+def test_existing_user_succeeds_at_once(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    user_id = kumulos_emulator.user_ids()[3]
+    (event,) = events(KumulosUserTrigger(user_id, connection(), poke_interval=5))
+    assert event == {"status": "success", "attributes": kumulos_emulator.get_attributes(user_id)}
+    assert len(kumulos_emulator.requests) == 1
+
+
+def test_waits_until_the_user_appears(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    timer = later(0.6, lambda: kumulos_emulator.add_user("late-user", {"plan": "free"}))
+    (event,) = events(
+        KumulosUserTrigger("late-user", connection(), poke_interval=0.1, end_time=time.time() + 10)
+    )
+    timer.join()
+    assert event == {"status": "success", "attributes": {"plan": "free"}}
+    statuses = [r.status for r in kumulos_emulator.requests]
+    assert statuses[-1] == 200 and set(statuses[:-1]) == {404} and len(statuses) >= 3
+
+
+def test_attributes_match_waits_for_the_values(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    kumulos_emulator.add_user("onboarding", {"onboarded": False, "name": "Ada"})
+    timer = later(
+        0.6, lambda: kumulos_emulator.set_attributes("onboarding", {"onboarded": True, "name": "Ada"})
+    )
+    trigger = KumulosUserTrigger(
+        "onboarding",
+        connection(),
+        poke_interval=0.1,
+        attributes_match={"onboarded": True},
+        end_time=time.time() + 10,
+    )
+    (event,) = events(trigger)
+    timer.join()
+    assert event == {"status": "success", "attributes": {"onboarded": True, "name": "Ada"}}
+    assert len(kumulos_emulator.requests) >= 3
+    assert {r.status for r in kumulos_emulator.requests} == {200}
+
+
+def test_times_out_at_end_time(connection: Callable[..., str], kumulos_emulator: KumulosEmulator) -> None:
+    started = time.monotonic()
+    (event,) = events(
+        KumulosUserTrigger("ghost", connection(), poke_interval=0.2, end_time=time.time() + 0.7)
+    )
+    elapsed = time.monotonic() - started
+    assert event["status"] == "timeout"
+    assert "'ghost' did not appear" in event["message"]
+    assert 0.6 <= elapsed < 3
+    assert len(kumulos_emulator.requests) >= 3
+
+
+def test_bad_credentials_fire_an_auth_error_event_at_once(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    started = time.monotonic()
+    (event,) = events(
+        KumulosUserTrigger(
+            "anyone", connection(password="wrong-secret-key"), poke_interval=0.1, end_time=time.time() + 30
+        )
+    )
+    assert time.monotonic() - started < 5
+    assert event["status"] == "error"
+    error = event["error"]
+    assert (error["error"], error["status"], error["operation"]) == (
+        "KumulosAuthError",
+        401,
+        "get attributes",
+    )
+    assert "API key (login) and server key (password)" in error["message"]
+    assert [r.status for r in kumulos_emulator.requests] == [401]
+    assert "wrong-secret-key" not in json.dumps(event)
+
+
+def test_transient_errors_are_retried_then_succeed(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    user_id = kumulos_emulator.user_ids()[0]
+    kumulos_emulator.script_faults(
+        [Fault.status_code(503), Fault.rate_limited(0), Fault.dropped(), Fault.non_json()]
+    )
+    (event,) = events(
+        KumulosUserTrigger(user_id, connection(max_retries=5), poke_interval=5, end_time=time.time() + 30)
+    )
+    assert event["status"] == "success"
+    assert [r.status for r in kumulos_emulator.requests] == [503, 429, None, 200, 200]
+
+
+def test_errors_outlasting_retries_mean_not_yet(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_id = kumulos_emulator.user_ids()[0]
+    kumulos_emulator.script_faults([Fault.status_code(502)] * 4)
+    (event,) = events(
+        KumulosUserTrigger(user_id, connection(max_retries=1), poke_interval=0.05, end_time=time.time() + 30)
+    )
+    assert event["status"] == "success"
+    assert [r.status for r in kumulos_emulator.requests] == [502, 502, 502, 502, 200]
+    # Triggers log through structlog, which writes to stdout.
+    assert capsys.readouterr().out.count("Kumulos still failing after retries, will check again") == 2
+
+
+def test_read_timeouts_are_retried(connection: Callable[..., str], kumulos_emulator: KumulosEmulator) -> None:
+    user_id = kumulos_emulator.user_ids()[0]
+    kumulos_emulator.script_faults([Fault.slow(0.8)])
+    (event,) = events(
+        KumulosUserTrigger(user_id, connection(timeout=0.2), poke_interval=5, end_time=time.time() + 30)
+    )
+    assert event["status"] == "success"
+
+
+def test_hostile_ids_stay_one_segment(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    for user_id in ("..", "a/b?c#d", "%41 é"):
+        kumulos_emulator.add_user(user_id, {"id": user_id})
+        (event,) = events(KumulosUserTrigger(user_id, connection(), poke_interval=1))
+        assert event == {"status": "success", "attributes": {"id": user_id}}
+        segment = kumulos_emulator.requests[-1].raw_path.split("/")[3]
+        assert unquote(segment) == user_id and segment not in (".", "..")
+        assert kumulos_emulator.requests[-1].raw_path.count("/") == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "ok", "attributes_match": ["onboarded"]}, "attributes_match"),
+    ],
+)
+def test_invalid_arguments_fire_an_input_error_without_requests(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator, kwargs: dict[str, Any], parameter: str
+) -> None:
+    (event,) = events(KumulosUserTrigger(kumulos_conn_id=connection(), poke_interval=0.1, **kwargs))
+    assert event["error"]["error"] == "KumulosInputError"
+    assert event["error"]["details"] == {"parameter": parameter}
+    assert kumulos_emulator.requests == []
+
+
+def test_undefined_connection_fires_a_config_error() -> None:
+    (event,) = events(KumulosUserTrigger("someone", "kumulos_undefined_for_trigger", poke_interval=0.1))
+    assert event["error"]["error"] == "KumulosConfigError"
+    assert "'kumulos_undefined_for_trigger' is not defined" in event["error"]["message"]
+
+
+def test_unreadable_ca_bundle_fires_a_config_error(connection: Callable[..., str], tmp_path: Any) -> None:
+    bundle = tmp_path / "not-a-certificate.pem"
+    bundle.write_text("garbage")
+    (event,) = events(KumulosUserTrigger("someone", connection(verify=str(bundle)), poke_interval=0.1))
+    assert event["error"]["error"] == "KumulosConfigError"
+    assert "cannot load the CA bundle" in event["error"]["message"]
+
+
+def test_an_unexpected_failure_still_fires_one_error_event(connection: Callable[..., str]) -> None:
+    # Corrupt kwargs (as from a hand-edited trigger row) must not kill the triggerer's loop.
+    trigger = KumulosUserTrigger("ghost", connection(), poke_interval=0.1, end_time="soon")  # type: ignore[arg-type]
+    (event,) = events(trigger)
+    assert event["status"] == "error" and event["error"]["error"] == "TypeError"
+
+
+def client_connections(port: int) -> list[Any]:
+    """This process's established TCP connections to ``port`` (the client side only)."""
+    return [
+        conn
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    ]
+
+
+def test_cancellation_closes_the_client(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    trigger = KumulosUserTrigger("ghost", connection(), poke_interval=0.2, end_time=time.time() + 60)
+
+    async def cancel_while_waiting() -> tuple[int, int]:
+        task = asyncio.ensure_future(anext(trigger.run()))
+        while len(kumulos_emulator.requests) < 2:
+            await asyncio.sleep(0.02)
+        open_before = len(client_connections(kumulos_emulator.port))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return open_before, len(client_connections(kumulos_emulator.port))
+
+    open_before, open_after = asyncio.run(cancel_while_waiting())
+    assert open_before == 1
+    assert open_after == 0
+
+
+def test_serialize_round_trips_without_credentials(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    from airflow.sdk._shared.module_loading import import_string
+
+    trigger = KumulosUserTrigger(
+        "u-1", connection(), poke_interval=7, attributes_match={"a": [1, True]}, end_time=123.5
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
+    assert kwargs == {
+        "user_id": "u-1",
+        "kumulos_conn_id": CONN_ID,
+        "poke_interval": 7.0,
+        "attributes_match": {"a": [1, True]},
+        "end_time": 123.5,
+    }
+    text = json.dumps(kwargs)
+    assert kumulos_emulator.server_key not in text and kumulos_emulator.api_key not in text
+    rebuilt = import_string(classpath)(**json.loads(text))
+    assert rebuilt.serialize() == (classpath, kwargs)
