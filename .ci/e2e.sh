@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# End-to-end deployment test: the example DAGs on a real Airflow 3 deployment on loopback
+# (PostgreSQL, api-server, scheduler with LocalExecutor, dag-processor, triggerer; then the
+# parallel export again on CeleryExecutor with two workers and Redis). See docs/deployment.md.
+#
+# Environment knobs:
+#   KUMULOS_E2E_CELERY=0     skip the CeleryExecutor repeat (default 1)
+#   KUMULOS_E2E_USERS=N      users served by the emulator (default 500)
+#   KUMULOS_E2E_TIMEOUT=S    hard limit for the whole driver in seconds (default 1200)
+#   KUMULOS_E2E_RUN_DIR=DIR  scratch directory, logs are kept there (default: a new temp dir)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+CELERY="${KUMULOS_E2E_CELERY:-1}"
+USERS="${KUMULOS_E2E_USERS:-500}"
+LIMIT="${KUMULOS_E2E_TIMEOUT:-1200}"
+RUN_DIR="${KUMULOS_E2E_RUN_DIR:-$(mktemp -d -t kumulos-e2e-XXXXXX)}"
+VENV=.venv-e2e
+started=$(date +%s)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Whatever the driver leaves behind if it is itself killed: its services' process groups and
+# the PostgreSQL cluster (started by pg_ctl, so outside those groups).
+cleanup() {
+    local status=$?
+    if [ -f "$RUN_DIR/pgids" ]; then
+        while read -r pgid _name; do
+            kill -KILL -- "-$pgid" 2>/dev/null || true
+        done <"$RUN_DIR/pgids"
+    fi
+    if [ -f "$RUN_DIR/pgdata" ] && [ -d "$(cat "$RUN_DIR/pgdata")" ]; then
+        pg_ctl_bin=$(ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n 1)
+        if [ "$(id -u)" -eq 0 ]; then
+            runuser -u postgres -- "$pg_ctl_bin" -D "$(cat "$RUN_DIR/pgdata")" -m immediate stop >/dev/null 2>&1 || true
+        else
+            "$pg_ctl_bin" -D "$(cat "$RUN_DIR/pgdata")" -m immediate stop >/dev/null 2>&1 || true
+        fi
+    fi
+    echo "[e2e] finished with status $status after $(($(date +%s) - started))s; logs in $RUN_DIR/logs"
+    exit "$status"
+}
+trap cleanup EXIT
+
+echo "[e2e] system packages"
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    apt_install postgresql
+fi
+if [ "$CELERY" = "1" ] && ! command -v redis-server >/dev/null; then
+    apt_install redis-server
+fi
+
+echo "[e2e] Python environment $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q uv
+requirements=(-e ".[s3]" "apache-airflow[postgres]==3.3.2" "moto[server,s3]")
+if [ "$CELERY" = "1" ]; then
+    # celery 5.7 dropped celery.backends.database.retry, which the Celery provider imports.
+    requirements+=("apache-airflow-providers-celery" "celery[redis]<5.7")
+fi
+"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${requirements[@]}"
+
+args=(--users "$USERS" --run-dir "$RUN_DIR")
+if [ "$CELERY" = "1" ]; then
+    args+=(--celery)
+fi
+echo "[e2e] deployment test (limit ${LIMIT}s, run dir $RUN_DIR)"
+timeout --signal=TERM --kill-after=60 "$LIMIT" "$VENV/bin/python" tests/e2e/run_deployment.py "${args[@]}"
