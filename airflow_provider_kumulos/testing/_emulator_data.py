@@ -27,6 +27,7 @@ _HOUR_PREFIX = [
 ]
 _MIN_SEC = [f"{s // 60:02d}:{s % 60:02d}+00:00" for s in range(3600)]
 
+_VARIANT_MASK = 4095  # 4096 attribute variants per seed
 #: Share of anonymous (system-created, uuid-named) users.
 ANONYMOUS_SHARE = 0.05
 
@@ -117,12 +118,15 @@ def parse_named_identifier(identifier: str) -> int | None:
 
 
 def json_text(value: Any) -> str:
-    """Compact JSON text, the same shape as the generated user fragments."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact ASCII JSON text, the same shape as the generated user fragments.
+
+    ASCII (non-ASCII characters as ``\\uXXXX`` escapes) keeps joining and encoding a page of
+    a thousand users a plain memory copy."""
+    return json.dumps(value, separators=(",", ":"))
 
 
-#: JSON string literal of a str (C-accelerated, UTF-8 kept as is like :func:`json_text`).
-_quote: Callable[[str], str] = json.encoder.encode_basestring
+#: JSON string literal of a str, ASCII-escaped like :func:`json_text` (C-accelerated).
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class UserFactory:
@@ -133,6 +137,14 @@ class UserFactory:
         key = hashlib.blake2b(f"kumulos-emulator/{seed}".encode(), digest_size=32).digest()
         self._user_hash = hashlib.blake2b(digest_size=64, key=key, person=b"user")
         self._install_hash = hashlib.blake2b(digest_size=48, key=key, person=b"install")
+        # Attribute objects come from a pool of variants (only the email's number is per user):
+        # rendering them per user would double the cost of a users page.
+        variant_hash = hashlib.blake2b(digest_size=64, key=key, person=b"attributes")
+        self._attribute_variants = []
+        for variant in range(_VARIANT_MASK + 1):
+            h = variant_hash.copy()
+            h.update(variant.to_bytes(8, "little"))
+            self._attribute_variants.append(self._attribute_variant(h.digest()))
 
     def anonymous_identifiers(self, count: int) -> dict[int, str]:
         """Pick the anonymous users among the first ``count`` indices: index -> uuid identifier."""
@@ -151,7 +163,11 @@ class UserFactory:
         first = min(created + d[4] * 14, _SPAN)  # first activity within an hour of sign-up
         last = first + ((_SPAN - first) * int.from_bytes(d[5:7], "little") >> 16)
         updated = created + ((_SPAN - created) * int.from_bytes(d[7:9], "little") >> 16)
-        attributes = self._attributes(d, index, anonymous)
+        if d[13] < (218 if anonymous else 26):  # most named users have attributes, most anonymous none
+            attributes = "{}"
+        else:
+            before, after = self._attribute_variants[(d[11] << 8 | d[12]) & _VARIANT_MASK]
+            attributes = f"{before}{index + 1}{after}"
         installs = self._installs(index, d, first, last)
         in_app = "true" if d[17] & 2 else "false"
         return (
@@ -166,15 +182,11 @@ class UserFactory:
         return user
 
     @staticmethod
-    def _attributes(d: bytes, index: int, anonymous: bool) -> str:
-        """Attribute object text: most named users have several, most anonymous users none."""
-        if d[13] < (218 if anonymous else 26):
-            return "{}"
+    def _attribute_variant(d: bytes) -> tuple[str, str]:
+        """One attribute object as text around the email's number: ``(before, after)``."""
         first, last = _FIRST[d[14] % len(_FIRST)], _LAST[d[15] % len(_LAST)]
-        email = f"{first}.{last}{index + 1}@example.com".lower().replace("'", "")
+        local = _quote(f"{first}.{last}".lower().replace("'", ""))[1:-1]
         parts = [
-            f'"name":{_quote(f"{first} {last}")}',
-            f'"email":{_quote(email)}',
             f'"isCustomer":{"true" if d[17] & 1 else "false"}',
             f'"age":{18 + d[16] % 62}',
         ]
@@ -190,7 +202,7 @@ class UserFactory:
             parts.append(f'"interests":[{",".join(picked)}]')
         if d[10] < 96:
             parts.append(f'"loyaltyPoints":{int.from_bytes(d[22:24], "little") % 5000}')
-        return "{" + ",".join(parts) + "}"
+        return f'{{"name":{_quote(f"{first} {last}")},"email":"{local}', f'@example.com",{",".join(parts)}}}'
 
     def _installs(self, index: int, d: bytes, first: int, last: int) -> str:
         """One to three installs with every documented field."""

@@ -71,7 +71,7 @@ class Response:
     @classmethod
     def json(cls, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
         """A JSON response."""
-        return cls(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers or [])
+        return cls(status, json.dumps(payload).encode(), headers=headers or [])
 
     @classmethod
     def error(cls, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
