@@ -432,10 +432,12 @@ class BulkReport:
             if self.failures_path
             else "Set failures_path to collect the failed records for a retry."
         )
-        return KumulosError(
+        error = KumulosError(
             f"{self.what}: {counts.failed:,} of {counts.total:,} records failed, more than "
             f"max_failures={max_failures}. First errors: {firsts}. {where}"
         )
+        error.__cause__ = self.result.first_failures[0].error  # the typed error, for callers that branch
+        return error
 
 
 def _describe(failure: Failure) -> str:
