@@ -142,9 +142,15 @@ class PartedOutput:
         """Full path of part ``index``."""
         return self.directory / self.part_name(index)
 
-    def forget_previous_manifest(self) -> None:
-        """A fresh export removes the old manifest first: it must not vouch for parts about to change."""
+    def clear_previous(self) -> None:
+        """A fresh export first removes the old manifest (it must not vouch for parts about to change),
+        then the old part files, so a failure can never leave a mix of two exports behind."""
         remove_quietly(self.manifest_path)
+        pattern = re.compile(r"part-(\d{5,})\." + re.escape(self.fmt.extension))
+        fs = self.directory.fs
+        for found in fs.glob(f"{self.directory.path.rstrip('/')}/part-*"):
+            if pattern.fullmatch(found.rsplit("/", 1)[-1]):
+                fs.rm(found)
 
     def room(self) -> int:
         """Users the current part may still take."""
@@ -170,10 +176,9 @@ class PartedOutput:
         return part
 
     def finish(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
-        """Publish the last part, then the manifest, then remove parts left over from older exports."""
+        """Publish the last part, then the manifest."""
         self.close_part()
         write_json(self.manifest_path, build_manifest(self.parts, summary, options, self.fmt.attribute_keys))
-        self._remove_stale_parts()
 
     def abort(self, error: BaseException, keep_finished: bool) -> None:
         """Discard the unfinished part; keep the finished ones only when a retry will resume from them."""
@@ -183,12 +188,3 @@ class PartedOutput:
         if not keep_finished:
             for part in self.parts:
                 remove_quietly(self.directory / part.name)
-
-    def _remove_stale_parts(self) -> None:
-        pattern = re.compile(r"part-(\d{5,})\." + re.escape(self.fmt.extension) + "$")
-        current = {part.name for part in self.parts}
-        fs = self.directory.fs
-        for found in fs.glob(f"{self.directory.path.rstrip('/')}/part-*"):
-            name = found.rsplit("/", 1)[-1]
-            if pattern.fullmatch(name) and name not in current:
-                fs.rm(found)

@@ -4,7 +4,7 @@ Schema (columns follow ``fields``/``include_installs``): ``identifier`` string (
 ``firstActive``, ``lastActive``, ``createdAt``, ``updatedAt`` timestamp[us, UTC] (null when absent
 or not ISO-8601); ``inAppEnabled`` bool; ``attributes`` and ``installs`` strings holding compact
 JSON, because attribute keys and value types differ from user to user. Users are buffered as
-Arrow arrays and flushed every :data:`ROW_GROUP_USERS` users as one row group. pyarrow is imported
+Arrow arrays and flushed as one row group once :data:`ROW_GROUP_USERS` users are buffered. pyarrow is imported
 only when a parquet export runs.
 """
 
@@ -88,7 +88,8 @@ class ParquetWriter:
         import pyarrow as pa
 
         if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=ROW_GROUP_USERS)
+            table = pa.Table.from_batches(self._pending)
+            self._writer.write_table(table, row_group_size=table.num_rows)
             self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:

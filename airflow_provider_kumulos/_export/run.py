@@ -83,7 +83,7 @@ class ExportRun:
                 return resumed
         self.resume.clear()
         output = PartedOutput(options.output_path, self.fmt, options.split_every)
-        output.forget_previous_manifest()
+        output.clear_previous()
         return output
 
     def _resume_from(self, checkpoint: Checkpoint) -> PartedOutput | None:

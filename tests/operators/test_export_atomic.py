@@ -1,0 +1,171 @@
+"""A failed export leaves nothing at its final path: local files and S3 (moto), single file and parts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_export_support import assert_export_matches, leftovers, run_export
+
+from airflow_provider_kumulos._storage import TEMP_PREFIX, atomic_write, resolve_path
+from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosServerError
+from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
+
+PASS = Fault("slow", delay=0)
+
+
+def _fail_page_3(emulator: KumulosEmulator, fault: Fault) -> None:
+    emulator.script_faults([PASS, PASS, fault], path_prefix="/v2/users")
+
+
+def _keys(s3_client: Any, bucket: str) -> list[str]:
+    return sorted(item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+# --- atomic_write itself ----------------------------------------------------------------------
+
+
+def test_atomic_write_publishes_on_success_only(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "file.txt"
+    with atomic_write(str(target), "w") as stream:
+        stream.write("first")
+        assert not target.exists()
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_write(str(target), "wb") as stream:
+        stream.write(b"second, never published")
+        raise RuntimeError("boom")
+    assert target.read_text() == "first"
+    assert leftovers(tmp_path) == ["deep/file.txt"]
+
+
+def test_concurrent_writers_never_share_a_temporary_name(tmp_path: Path) -> None:
+    target = tmp_path / "file.txt"
+    with atomic_write(str(target), "w") as one, atomic_write(str(target), "w") as two:
+        one.write("one")
+        two.write("two")
+        temporaries = [name for name in os.listdir(tmp_path) if name.startswith(TEMP_PREFIX)]
+        assert len(temporaries) == 2
+    assert target.read_text() in ("one", "two")
+    assert leftovers(tmp_path) == ["file.txt"]
+
+
+@pytest.mark.s3
+def test_atomic_write_on_s3_uploads_nothing_on_failure(s3_bucket: str, s3_client: Any) -> None:
+    url = f"s3://aws_default@{s3_bucket}/dir/file.bin"
+    with pytest.raises(RuntimeError), atomic_write(url) as stream:
+        stream.write(b"x" * 1000)
+        raise RuntimeError("boom")
+    assert _keys(s3_client, s3_bucket) == []
+    with atomic_write(url) as stream:
+        stream.write(b"payload")
+    assert _keys(s3_client, s3_bucket) == ["dir/file.bin"]
+    assert s3_client.get_object(Bucket=s3_bucket, Key="dir/file.bin")["Body"].read() == b"payload"
+
+
+def test_resolve_path_makes_local_paths_absolute(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert str(resolve_path("out/u.jsonl")) == f"file://{tmp_path}/out/u.jsonl"
+    assert str(resolve_path(tmp_path / "x")) == f"file://{tmp_path}/x"
+
+
+# --- exports that fail midway -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [(Fault("status", status=401), KumulosAuthError), (Fault("status", status=503), KumulosServerError)],
+    ids=["401", "503-exhausted"],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_failure_on_page_3_leaves_the_previous_file_untouched(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, fault: Fault, error: type[Exception], fmt: str
+) -> None:
+    path = tmp_path / f"users.{fmt}"
+    path.write_bytes(b"previous export")
+    faults = [fault] * 3 if fault.status == 503 else [fault]  # 503 is retried twice, then gives up
+    kumulos_connection.script_faults([PASS, PASS, *faults], path_prefix="/v2/users")
+    with pytest.raises(error):
+        run_export(output_path=str(path), format=fmt, page_size=10)
+    assert path.read_bytes() == b"previous export"
+    assert leftovers(tmp_path) == [f"users.{fmt}"]
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_failure_leaves_nothing_on_s3(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any, compression: str | None
+) -> None:
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    url = f"s3://aws_default@{s3_bucket}/exports/users.jsonl"
+    with pytest.raises(KumulosAuthError):
+        run_export(output_path=url, page_size=10, compression=compression)
+    assert _keys(s3_client, s3_bucket) == []
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_successful_export_to_s3(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any, fmt: str
+) -> None:
+    url = f"s3://aws_default@{s3_bucket}/exports/users.{fmt}"
+    summary = run_export(output_path=url, page_size=10, format=fmt)
+    assert _keys(s3_client, s3_bucket) == [f"exports/users.{fmt}"]
+    body = s3_client.get_object(Bucket=s3_bucket, Key=f"exports/users.{fmt}")["Body"].read()
+    assert_export_matches(body, kumulos_connection.users(), fmt)
+    assert summary["bytes"] == len(body)
+    assert summary["path"] == url
+
+
+def test_failed_partitioned_export_without_state_store_leaves_no_parts(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "parts"
+    run_export(output_path=str(out), split_every=10, page_size=10)
+    assert "_manifest.json" in leftovers(out)
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    with pytest.raises(KumulosAuthError):
+        run_export(output_path=str(out), split_every=10, page_size=10)
+    assert leftovers(out) == []  # the old manifest went first, this run's parts were removed
+
+
+@pytest.mark.s3
+def test_failed_partitioned_export_on_s3_leaves_no_manifest(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any
+) -> None:
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    with pytest.raises(KumulosAuthError):
+        run_export(output_path=f"s3://aws_default@{s3_bucket}/parts", split_every=5, page_size=10)
+    assert _keys(s3_client, s3_bucket) == []
+
+
+def test_killed_export_leaves_nothing_at_the_final_path(tmp_path: Path) -> None:
+    """SIGKILL gives no chance to clean up: the final path must still never see a partial file."""
+    path = tmp_path / "users.jsonl"
+    script = f"""
+import os
+from airflow_provider_kumulos.testing.emulator import KumulosEmulator
+from airflow_provider_kumulos.operators.export import ExportUsersOperator
+with KumulosEmulator(users=400, latency=0.05) as emulator:
+    os.environ["AIRFLOW_CONN_KUMULOS_DEFAULT"] = emulator.connection_uri()
+    print("ready", flush=True)
+    ExportUsersOperator(task_id="export", output_path={str(path)!r}, page_size=5).execute({{}})
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not any(name.startswith(TEMP_PREFIX) for name in os.listdir(tmp_path)):
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not path.exists()
+    assert all(name.startswith(TEMP_PREFIX) for name in os.listdir(tmp_path))
