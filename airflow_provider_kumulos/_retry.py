@@ -47,6 +47,32 @@ class RetrySettings:
         )
 
 
+@dataclass(frozen=True)
+class RetryNote:
+    """What a ``before_sleep`` callback reports about the attempt that just failed."""
+
+    operation: str
+    reason: str
+    error_name: str
+    attempt: int
+    sleep: float
+    rate_limited: bool
+
+    @classmethod
+    def of(cls, retry_state: RetryCallState) -> RetryNote:
+        """Read the failed attempt's error, its operation and the coming wait from tenacity's state."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        status = getattr(error, "status", None)
+        return cls(
+            operation=getattr(error, "operation", None) or "request",
+            reason=str(status or type(error).__name__),
+            error_name=type(error).__name__,
+            attempt=retry_state.attempt_number,
+            sleep=retry_state.next_action.sleep if retry_state.next_action else 0.0,
+            rate_limited=status == 429,
+        )
+
+
 def retry_kwargs(settings: RetrySettings, before_sleep: Callable[[RetryCallState], Any]) -> dict[str, Any]:
     """Keyword arguments for ``tenacity.Retrying`` or ``tenacity.AsyncRetrying``."""
     import tenacity

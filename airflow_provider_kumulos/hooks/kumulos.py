@@ -26,7 +26,7 @@ from airflow_provider_kumulos._config import (
     connection_config,
 )
 from airflow_provider_kumulos._gate import RequestGate
-from airflow_provider_kumulos._retry import retry_kwargs
+from airflow_provider_kumulos._retry import RetryNote, retry_kwargs
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
@@ -210,20 +210,16 @@ class KumulosCRMHook(BaseHook):
         return _policy.Response(response.status_code, response.content, response.headers)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        status = getattr(error, "status", None)
-        operation = getattr(error, "operation", None) or "request"
-        rate_limited = status == 429
-        if rate_limited:
-            self.gate.hold(sleep)
-        self.stats.record_retry(operation, str(status or type(error).__name__), sleep, rate_limited)
+        note = RetryNote.of(retry_state)
+        if note.rate_limited:
+            self.gate.hold(note.sleep)
+        self.stats.record_retry(note.operation, note.reason, note.sleep, note.rate_limited)
         log.debug(
             "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
-            operation,
-            retry_state.attempt_number,
-            type(error).__name__,
-            sleep,
+            note.operation,
+            note.attempt,
+            note.error_name,
+            note.sleep,
         )
 
     def _call(

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos import _metrics, _policy
 from airflow_provider_kumulos._config import ClientConfig, aconnection_config
-from airflow_provider_kumulos._retry import retry_kwargs
+from airflow_provider_kumulos._retry import RetryNote, retry_kwargs
 from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosError, KumulosUserNotFoundError
 
 if TYPE_CHECKING:
@@ -122,13 +122,14 @@ class KumulosUserTrigger(BaseTrigger):
         return None
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        note = RetryNote.of(retry_state)
+        _metrics.retry(note.operation, note.reason)
         self.log.debug(
-            "Kumulos get attributes: attempt %d failed (%s); retrying in %.2fs",
-            retry_state.attempt_number,
-            type(error).__name__,
-            sleep,
+            "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
+            note.operation,
+            note.attempt,
+            note.error_name,
+            note.sleep,
         )
 
 
@@ -158,21 +159,25 @@ def _ca_context(ca_bundle: str) -> ssl.SSLContext:
 async def _send(
     client: httpx.AsyncClient, config: ClientConfig, request: _policy.Request
 ) -> _policy.Response:
-    """One HTTP exchange; client failures become the policy's typed errors."""
+    """One HTTP exchange; client failures become the policy's typed errors. Counted like the hook's."""
     import httpx
 
     try:
         response = await client.request(request.method, _policy.request_target(request), content=request.body)
     except httpx.TimeoutException as exc:
+        _metrics.request(request.operation, "timeout")
         raise _policy.timeout_error(
             request, config.connect_timeout, config.read_timeout, type(exc).__name__
         ) from None
     except httpx.HTTPError as exc:
         if _caused_by_tls(exc):
+            _metrics.request(request.operation, "tls_error")
             raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None
+        _metrics.request(request.operation, "connection_error")
         raise _policy.transport_error(
             request, f"connection to {config.base_url} failed: {type(exc).__name__}"
         ) from None
+    _metrics.request(request.operation, response.status_code)
     return _policy.Response(response.status_code, response.content, response.headers)
 
 

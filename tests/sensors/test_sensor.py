@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
@@ -26,6 +25,11 @@ from airflow_provider_kumulos.exceptions import (
 from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
+
+try:
+    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+except ImportError:  # older Airflow 3 releases
+    from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
 CONTEXT: Any = {}
 
@@ -106,8 +110,6 @@ def test_poke_mode_times_out(emulator: KumulosEmulator) -> None:
 
 
 def test_soft_fail_turns_the_timeout_into_a_skip(emulator: KumulosEmulator) -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
-
     with pytest.raises(AirflowSkipException):
         sensor(user_id="ghost", poke_interval=0.2, timeout=0.5, soft_fail=True).execute(CONTEXT)
 

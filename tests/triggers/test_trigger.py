@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import time
@@ -215,9 +216,11 @@ def test_an_unexpected_failure_still_fires_one_error_event(connection: Callable[
 
 def client_connections(port: int) -> list[Any]:
     """This process's established TCP connections to ``port`` (the client side only)."""
+    process = psutil.Process()
+    listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6
     return [
         conn
-        for conn in psutil.Process().net_connections(kind="tcp")
+        for conn in listing(kind="tcp")
         if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
     ]
 
@@ -245,8 +248,6 @@ def test_cancellation_closes_the_client(
 def test_serialize_round_trips_without_credentials(
     connection: Callable[..., str], kumulos_emulator: KumulosEmulator
 ) -> None:
-    from airflow.sdk._shared.module_loading import import_string
-
     trigger = KumulosUserTrigger(
         "u-1", connection(), poke_interval=7, attributes_match={"a": [1, True]}, end_time=123.5
     )
@@ -261,5 +262,6 @@ def test_serialize_round_trips_without_credentials(
     }
     text = json.dumps(kwargs)
     assert kumulos_emulator.server_key not in text and kumulos_emulator.api_key not in text
-    rebuilt = import_string(classpath)(**json.loads(text))
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)
