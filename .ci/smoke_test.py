@@ -3,7 +3,8 @@
 Run with the Python of the environment under test, from outside the source tree. Checks, in order: the
 installed package (version, py.typed, not the source tree), ``airflow providers list/get``, the ``kumulos``
 connection type and its form behaviour, the emulator starting as a process, and a small DAG using the
-provider running to success under ``airflow dags test`` against that emulator. Standard library only.
+provider running to success under ``airflow dags test`` against that emulator. Standard library only
+(plus the shared helpers in bench/_common.py).
 
 Usage: python smoke_test.py --expect-version X.Y.Z --expect-airflow A.B.C
 """
@@ -13,20 +14,20 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from _common import airflow_env, emulator_process  # shared helpers, standard library only
+
 PACKAGE = "airflow-provider-kumulos"
-API_KEY, SERVER_KEY = "smoke-api-key", "smoke-server-key"
 SMOKE_USER, SMOKE_ATTRIBUTES = "smoke-user", {"plan": "gold", "score": 7}
 
 SMOKE_DAG = f'''
@@ -102,42 +103,6 @@ def http_json(url: str) -> Any:
         return json.load(response)
 
 
-@contextmanager
-def emulator_process(workdir: Path, env: dict[str, str]) -> Iterator[str]:
-    """Start the emulator module as its own process on a free loopback port; yield its base URL."""
-    ready = workdir / "emulator.ready"
-    command = [
-        sys.executable,
-        "-m",
-        "airflow_provider_kumulos.testing.emulator",
-        "--port",
-        "0",
-        "--users",
-        "200",
-    ]
-    command += ["--api-key", API_KEY, "--server-key", SERVER_KEY, "--ready-file", str(ready)]
-    log = (workdir / "emulator.log").open("w")
-    process = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SmokeFailure(
-                    f"emulator did not become ready:\n{(workdir / 'emulator.log').read_text()}"
-                )
-            time.sleep(0.1)
-        yield ready.read_text().strip()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
 def check_installed_package(expect_version: str, expect_airflow: str) -> str:
     import airflow_provider_kumulos
 
@@ -195,11 +160,9 @@ def check_connection_type(env: dict[str, str]) -> str:
 def check_dag_run(env: dict[str, str], home: Path) -> str:
     run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env, timeout=600)
     (home / "dags" / "kumulos_smoke.py").write_text(SMOKE_DAG)
-    with emulator_process(home, env) as base_url:
-        dag_env = dict(env)
-        dag_env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = json.dumps(
-            {"conn_type": "kumulos", "host": base_url, "login": API_KEY, "password": SERVER_KEY}
-        )
+    with emulator_process(200, home, env=env) as emulator:
+        base_url = emulator.base_url
+        dag_env = {**env, "AIRFLOW_CONN_KUMULOS_DEFAULT": emulator.connection_json()}
         run(
             [str(Path(sys.executable).with_name("airflow")), "dags", "test", "kumulos_smoke"],
             dag_env,
@@ -225,14 +188,7 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="kumulos-smoke-"))
-    (home / "dags").mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "PYTHONPATH"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-    )
+    env = airflow_env(home)
     checks: list[tuple[str, Callable[[], str]]] = [
         ("installed package", lambda: check_installed_package(args.expect_version, args.expect_airflow)),
         ("providers CLI", lambda: check_providers_cli(env, args.expect_version)),
