@@ -25,13 +25,18 @@ class RequestGate:
             self._closed_until = max(self._closed_until, time.monotonic() + seconds)
 
     def wait(self) -> float:
-        """Block until this caller may send; return the seconds spent waiting."""
+        """Block until this caller may send; return the seconds spent waiting.
+
+        A caller sleeping towards its rate slot re-checks the gate on waking, so a pause that
+        another thread's 429 started meanwhile holds it too.
+        """
+        started = time.monotonic()
         with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next_slot, self._closed_until)
+            slot = max(started, self._next_slot, self._closed_until)
             if self._interval:
                 self._next_slot = slot + self._interval
-        delay = slot - now
-        if delay > 0:
+        while (delay := slot - time.monotonic()) > 0:
             time.sleep(delay)
-        return max(0.0, delay)
+            with self._lock:
+                slot = max(slot, self._closed_until)
+        return time.monotonic() - started

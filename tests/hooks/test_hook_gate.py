@@ -1,0 +1,40 @@
+"""The hook's request gate: an optional request-rate cap, and 429 pauses that hold every caller."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from airflow_provider_kumulos._gate import RequestGate
+from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+from airflow_provider_kumulos.testing.emulator import KumulosEmulator, RecordedRequest
+
+Received = Callable[..., list[RecordedRequest]]
+
+
+def test_max_requests_per_second_spaces_requests(
+    make_hook: Callable[..., KumulosCRMHook], kumulos_emulator: KumulosEmulator, received: Received
+) -> None:
+    hook = make_hook(max_requests_per_second=10)
+    for user_id in kumulos_emulator.user_ids()[:6]:
+        hook.get_attributes(user_id)
+    stamps = [r.timestamp for r in received()]
+    assert all(later - earlier >= 0.09 for earlier, later in itertools.pairwise(stamps))
+    assert stamps[-1] - stamps[0] >= 0.5
+
+
+def test_without_a_cap_the_gate_does_not_wait() -> None:
+    gate = RequestGate()
+    assert max(gate.wait() for _ in range(100)) < 0.01
+
+
+def test_a_hold_during_a_rate_wait_holds_that_caller_too() -> None:
+    gate = RequestGate(max_requests_per_second=2)  # one slot every 0.5 s
+    gate.wait()
+    started = time.monotonic()
+    threading.Timer(0.1, gate.hold, args=(1.5,)).start()
+    waited = gate.wait()  # slot at +0.5 s, but a 429 at +0.1 s closed the gate until +1.6 s
+    assert waited >= 1.5
+    assert time.monotonic() - started >= 1.55
