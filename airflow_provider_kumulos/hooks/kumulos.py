@@ -190,9 +190,13 @@ class KumulosCRMHook(BaseHook):
         )
         # Set after preparing: requests would re-quote the URL and turn an id's %2E%2E back into "..".
         prepared.url = config.base_url + _policy.request_target(request)
+        # What Session.request would add: proxies and REQUESTS_CA_BUNDLE from the environment.
+        environment = session.merge_environment_settings(prepared.url, {}, None, config.verify, None)
         self.gate.wait()
         try:
-            response = session.send(prepared, timeout=(config.connect_timeout, config.read_timeout))
+            response = session.send(
+                prepared, timeout=(config.connect_timeout, config.read_timeout), **environment
+            )
         except requests.exceptions.SSLError as exc:
             self.stats.record(request.operation, "tls_error")
             raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None

@@ -191,3 +191,15 @@ def test_credentials_in_the_host_are_refused_without_echoing_them(
     with pytest.raises(KumulosConfigError, match="must not contain credentials") as caught:
         hook.get_users_page(1, 1)
     assert "hunter2-secret" not in str(caught.value)
+
+
+def test_requests_ca_bundle_from_the_environment_is_honoured(
+    connect: Callable[..., KumulosCRMHook],
+    tls_emulator: KumulosEmulator,
+    tls_files: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_files[0])
+    hook = connect({"host": tls_emulator.base_url, **credentials(tls_emulator)})
+    assert hook.config.verify is True
+    assert hook.get_users_page(1, 1)["totalUsers"] == 3
