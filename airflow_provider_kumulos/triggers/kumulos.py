@@ -33,8 +33,8 @@ class KumulosUserTrigger(BaseTrigger):
     Fires exactly one event: ``{"status": "success", "attributes": {...}}``; ``{"status": "timeout",
     "message": ...}`` once ``end_time`` (epoch seconds) passes; or ``{"status": "error", "error":
     {...}}`` (the error's :meth:`~airflow_provider_kumulos.exceptions.KumulosError.to_dict`) for a
-    failure that waiting cannot fix. A missing user, or a transient failure that outlived the connection's
-    retries, means "not yet". Credentials are read inside :meth:`run`, never serialised.
+    failure that waiting cannot fix. A missing user, or a transient failure that outlived the
+    connection's retries, means "not yet". Credentials are read inside :meth:`run`, never serialised.
 
     :param user_id: the Kumulos user identifier to wait for.
     :param kumulos_conn_id: Airflow connection of type ``kumulos``.
@@ -97,7 +97,7 @@ class KumulosUserTrigger(BaseTrigger):
                         "status": TIMEOUT,
                         "message": f"Kumulos user {self.user_id!r} did not appear"
                         + (" with the expected attributes" if expected else "")
-                        + " before the sensor's timeout.",
+                        + " before the timeout.",
                     }
                 await asyncio.sleep(
                     self.poke_interval if remaining is None else min(self.poke_interval, remaining)
