@@ -7,6 +7,9 @@ export knows where inside the page to continue).
 
 from __future__ import annotations
 
+import bisect
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from airflow_provider_kumulos._export.counts import ExportCounts
@@ -38,22 +41,26 @@ class Selector:
     def __init__(self, seen: SeenIdentifiers, updated_since: UpdatedSinceFilter | None) -> None:
         self.seen = seen
         self.updated_since = updated_since
+        self._batch: PageBatch | None = None
+        self._candidates: Sequence[int] = ()
+
+    def _passing(self, batch: PageBatch) -> Sequence[int]:
+        """Positions of the page that pass the filter, computed once per page."""
+        if batch is not self._batch:
+            self._batch, stamps = batch, batch.stamps
+            self._candidates = range(len(batch))
+            if self.updated_since is not None and stamps is not None:
+                keep = self.updated_since.keep
+                self._candidates = [index for index in self._candidates if keep(stamps[index])]
+        return self._candidates
 
     def select(self, batch: PageBatch, start: int, limit: int | None) -> Selection:
         """Walk users from ``start`` until the page ends or ``limit`` users were kept."""
-        identifiers, stamps = batch.identifiers, batch.stamps
-        keep = self.updated_since.keep if self.updated_since is not None and stamps is not None else None
-        add = self.seen.add
-        selection = Selection(stop=len(identifiers))
-        positions = selection.positions
-        for index in range(start, len(identifiers)):
-            if limit is not None and len(positions) >= limit:
-                selection.stop = index
-                break
-            if keep is not None and not keep(stamps[index]):  # type: ignore[index]
-                selection.filtered += 1
-            elif not add(identifiers[index]):
-                selection.duplicates += 1
-            else:
-                positions.append(index)
-        return selection
+        candidates = self._passing(batch)
+        first = bisect.bisect_left(candidates, start)
+        positions, duplicates, consumed = self.seen.add_many(
+            batch.identifiers, itertools.islice(candidates, first, None), limit
+        )
+        after = first + consumed
+        stop = candidates[after] if after < len(candidates) else len(batch)
+        return Selection(stop, positions, duplicates, filtered=(stop - start) - consumed)

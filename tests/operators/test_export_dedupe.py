@@ -1,0 +1,57 @@
+"""The compact dedupe table behaves exactly like a set, through growth, limits and candidate lists."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_kumulos._export.dedupe import SeenIdentifiers
+from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
+from airflow_provider_kumulos._export.options import parse_timestamp
+from airflow_provider_kumulos._export.records import PageBatch
+from airflow_provider_kumulos._export.selection import Selector
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=6), max_size=3000))
+def test_matches_a_python_set(identifiers: list[str]) -> None:
+    seen, reference = SeenIdentifiers(), set()
+    for identifier in identifiers:
+        assert seen.add(identifier) is (identifier not in reference)
+        reference.add(identifier)
+    assert len(seen) == len(reference)
+
+
+def test_growth_keeps_every_identifier_and_stays_compact() -> None:
+    seen = SeenIdentifiers()
+    identifiers = [f"user-{i}" for i in range(100_000)]
+    positions, duplicates, consumed = seen.add_many(identifiers, range(len(identifiers)), None)
+    assert (len(positions), duplicates, consumed) == (100_000, 0, 100_000)
+    assert seen.add_many(identifiers, range(0, 100_000, 7), None)[:2] == ([], len(range(0, 100_000, 7)))
+    assert 8 * 100_000 / 0.7 <= seen.nbytes <= 2 * 8 * 100_000 / 0.7
+
+
+def test_limit_stops_after_that_many_new_identifiers() -> None:
+    seen = SeenIdentifiers()
+    seen.add("b")
+    positions, duplicates, consumed = seen.add_many(["a", "b", "c", "d", "e"], [0, 1, 2, 3, 4], 2)
+    assert (positions, duplicates, consumed) == ([0, 2], 1, 3)
+
+
+def test_selection_counts_filtered_and_duplicates_up_to_where_it_stopped() -> None:
+    stamps = [
+        "2024-01-02T00:00:00Z",
+        None,
+        "2023-12-31T23:59:59+00:00",
+        "2024-01-01T01:00:00+01:00",
+        "x",
+        "2024-02-01T00:00:00Z",
+    ]
+    batch = PageBatch(page=1, users=list(range(6)), identifiers=["a", "b", "c", "a", "e", "f"], stamps=stamps)
+    selector = Selector(
+        SeenIdentifiers(), UpdatedSinceFilter(parse_timestamp("2024-01-01T00:00:00Z"), "updatedAt")
+    )
+    first = selector.select(batch, 0, limit=1)
+    assert (first.positions, first.stop, first.filtered, first.duplicates) == ([0], 3, 2, 0)
+    rest = selector.select(batch, first.stop, limit=None)
+    assert (rest.positions, rest.stop, rest.filtered, rest.duplicates) == ([5], 6, 1, 1)
