@@ -246,7 +246,6 @@ class BulkRunner:
             seen.close()
         if self._crash is not None:
             raise self._crash
-        self._report()
         return BulkResult(
             self.counts, self.first_failures, self.fatal, self.examples, time.monotonic() - started
         )
@@ -294,8 +293,9 @@ class BulkRunner:
 
     # --- worker side --------------------------------------------------------------------------
 
-    def _work(self, job: Job | None) -> None:
-        """Send ``job``, then any records queued behind it for the same identifier."""
+    def _work(self, first: Job) -> None:
+        """Send ``first``, then any records queued behind it for the same identifier."""
+        job: Job | None = first
         while job is not None:
             try:
                 if self._stop.is_set():
