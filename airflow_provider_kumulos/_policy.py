@@ -137,7 +137,7 @@ def check_attributes(attributes: object, parameter: str = "attributes") -> bytes
             "Convert the keys to str.",
         )
     try:
-        return json.dumps(dict(attributes), allow_nan=False, separators=(",", ":")).encode("utf-8")
+        body = json.dumps(dict(attributes), allow_nan=False, separators=(",", ":")).encode("utf-8")
     except ValueError as exc:
         if _encodes_with_nan(attributes):
             raise KumulosInputError(
@@ -160,6 +160,39 @@ def check_attributes(attributes: object, parameter: str = "attributes") -> bytes
         raise KumulosInputError(
             parameter, "it is nested too deeply to encode", "Flatten the attribute values."
         ) from None
+    nested = _nested_non_string_key(attributes)
+    if nested is not None:
+        where, key = nested
+        raise KumulosInputError(
+            parameter,
+            f"keys must be strings, found {type(key).__name__} key {key!r} at {parameter}{where}",
+            "Convert nested keys to str too (JSON would silently turn them into strings).",
+        )
+    return body
+
+
+def _nested_non_string_key(attributes: Mapping[str, Any]) -> tuple[str, object] | None:
+    """Where a nested object has a non-string key, which ``json.dumps`` would silently stringify.
+
+    Runs after a successful encoding, so the structure is known to be finite and acyclic; the walk is
+    iterative because encodable nesting can be deeper than Python's recursion allows.
+    """
+    stack: list[tuple[str, object]] = [(f"[{name!r}]", value) for name, value in attributes.items()]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    return where, key
+                if isinstance(child, dict | list | tuple):
+                    stack.append((f"{where}[{key!r}]", child))
+        elif isinstance(value, list | tuple):
+            stack.extend(
+                (f"{where}[{index}]", child)
+                for index, child in enumerate(value)
+                if isinstance(child, dict | list | tuple)
+            )
+    return None
 
 
 def _encodes_with_nan(attributes: Mapping[str, Any]) -> bool:
@@ -284,6 +317,12 @@ def _decode_json(request: Request, response: Response) -> Any:
     except ValueError:
         raise KumulosResponseError(
             f"{describe(request, response.status)} with a body that is not JSON: {_snippet(response.body)!r}",
+            status=response.status,
+            operation=request.operation,
+        ) from None
+    except RecursionError:
+        raise KumulosResponseError(
+            f"{describe(request, response.status)} with JSON nested too deeply to decode.",
             status=response.status,
             operation=request.operation,
         ) from None
