@@ -80,11 +80,14 @@ def _attributes(request: Request, store: UserStore, identifier: str) -> Response
     if request.method == "PUT":
         try:
             payload = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return Response.json(422, {"errors": {"body": ["must be valid JSON"]}})
         if not isinstance(payload, dict):
             return Response.json(422, {"errors": {"body": ["must be a JSON object of attributes"]}})
-        user = store.put_attributes(identifier, payload)
+        try:
+            user = store.put_attributes(identifier, payload)
+        except RecursionError:  # deeper than the store can copy: refused, as a depth-limited parser would
+            return Response.json(422, {"errors": {"body": ["is nested too deeply"]}})
         return Response.json(200, {"identifier": identifier, "attributes": user["attributes"]})
     if request.method == "DELETE":
         if not store.delete_attributes(identifier):
