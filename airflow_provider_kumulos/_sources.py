@@ -205,7 +205,8 @@ def _unreadable(parameter: str, fmt: str, last: str, exc: Exception) -> KumulosI
 def _jsonl_records(
     stream: IO[bytes], label: str, identifier_key: str, with_attributes: bool
 ) -> Iterator[SourceRecord]:
-    for number, line in enumerate(stream, 1):
+    # readline rather than iteration: Airflow 3.1's ObjectStoragePath file wrapper is not iterable.
+    for number, line in enumerate(iter(stream.readline, b""), 1):
         if number == 1:
             line = line.removeprefix(codecs.BOM_UTF8)
         if not line.strip():
