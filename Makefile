@@ -22,7 +22,7 @@ help:
 	@echo "make test           run the whole test suite (PYTEST_ARGS='-k ...' to narrow it)"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make format         apply ruff's fixes and formatting"
-	@echo "make demo           emulator + hook round-trip demo"
+	@echo "make demo           example DAG kumulos_segment_refresh on 10,000 emulated users"
 	@echo "make bench          every benchmark in bench/ at full size"
 	@echo "make bench-smoke    every benchmark at a tiny size (--smoke)"
 	@echo "make dist           sdist and wheel into dist/"
