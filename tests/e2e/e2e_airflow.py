@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -63,7 +64,6 @@ class AirflowDeployment:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
@@ -81,15 +81,26 @@ class AirflowDeployment:
         self.services.start("dag-processor", self._airflow("dag-processor"), self.env)
         self.services.start("triggerer", self._airflow("triggerer"), self.env)
         self.services.start("scheduler", self._airflow("scheduler"), self.env)
-        wait_for("Airflow components to report healthy", self._healthy, timeout=240, services=self.services)
+        wait_for(
+            "Airflow components to report healthy",
+            lambda: self._healthy(since=None),
+            timeout=240,
+            services=self.services,
+        )
 
-    def _healthy(self) -> bool | None:
+    def _healthy(self, since: datetime | None) -> bool | None:
+        """True once every component is healthy (and the scheduler has beaten after ``since``)."""
         try:
-            body = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5.0).json()
+            body = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5.0, trust_env=False).json()
         except (httpx.HTTPError, ValueError):
             return None
         states = [body.get(name, {}).get("status") for name in ("metadatabase", *CORE_COMPONENTS)]
-        return True if all(state == "healthy" for state in states) else None
+        if not all(state == "healthy" for state in states):
+            return None
+        beat = body["scheduler"].get("latest_scheduler_heartbeat")
+        if since is not None and (beat is None or datetime.fromisoformat(beat) <= since):
+            return None
+        return True
 
     def switch_to_celery(self, broker_url: str, workers: int, concurrency: int) -> list[str]:
         """Restart the scheduler with the CeleryExecutor and start ``workers`` Celery workers.
@@ -99,6 +110,7 @@ class AirflowDeployment:
         """
         scheduler = next(service for service in self.services.services if service.name == "scheduler")
         self.services.stop(scheduler)
+        switched_at = datetime.now(timezone.utc)
         backend = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace(
             "postgresql+psycopg2", "db+postgresql"
         )
@@ -129,8 +141,32 @@ class AirflowDeployment:
             )
             names.append(name)
         self.services.start("scheduler-celery", self._airflow("scheduler"), self.env)
-        wait_for("the Celery scheduler to report healthy", self._healthy, timeout=180, services=self.services)
+        wait_for(
+            "the Celery scheduler to report healthy",
+            lambda: self._healthy(since=switched_at),
+            timeout=180,
+            services=self.services,
+        )
+        wait_for(
+            f"Celery workers {', '.join(names)} to answer a ping",
+            lambda: _workers_answering(broker_url, names),
+            timeout=180,
+            services=self.services,
+        )
         return names
+
+
+def _workers_answering(broker_url: str, names: list[str]) -> bool | None:
+    """True once every named worker answers Celery's broadcast ping through the broker."""
+    from celery import Celery
+
+    app = Celery(broker=broker_url)
+    try:
+        replies = app.control.ping(timeout=1.0)
+    finally:
+        app.close()
+    answered = {hostname.partition("@")[0] for reply in replies for hostname in reply}
+    return True if set(names) <= answered else None
 
 
 def _prepend_path(entry: str, current: str | None) -> str:

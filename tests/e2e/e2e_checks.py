@@ -1,14 +1,16 @@
-"""What the deployment must show for each example DAG, observed only through Airflow's API,
-the emulator's admin API and the objects the DAGs wrote."""
+"""What the deployment must show for each example DAG, observed only through Airflow's REST API,
+the emulator's admin API and the files the DAGs wrote."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from e2e_emulator import EmulatorAdmin
@@ -18,6 +20,8 @@ from e2e_storage import ObjectReader
 from e2e_timeline import overlap
 
 RUN_TIMEOUT = 300.0
+SEGMENT_KEYS = ("inactive_30d", "primary_platform")
+_MISSING = object()
 
 
 @dataclass
@@ -49,8 +53,13 @@ def _require(condition: bool, message: str) -> None:
         raise DeploymentError(message)
 
 
+def _examples(items: Iterable[Any], limit: int = 3) -> str:
+    items = list(items)
+    return f"{len(items)} (e.g. {items[:limit]})"
+
+
 class Checks:
-    """One method per scenario; each raises DeploymentError with the evidence when a check fails."""
+    """One method per example DAG; each raises DeploymentError with the evidence when a check fails."""
 
     def __init__(
         self,
@@ -72,6 +81,17 @@ class Checks:
         run_id = self.api.trigger(dag_id, conf)
         return self.finish(dag_id, run_id, started)
 
+    def scheduled_run(self, dag_id: str) -> RunResult:
+        """Unpause a scheduled DAG: the scheduler must start its latest interval's run by itself."""
+        started = time.monotonic()
+        self.api.unpause(dag_id)
+        run_id = wait_for(
+            f"the scheduler to start a run of {dag_id} after unpausing",
+            lambda: next(iter(self.api.run_ids(dag_id, "scheduled")), None),
+            timeout=120,
+        )
+        return self.finish(dag_id, run_id, started)
+
     def finish(self, dag_id: str, run_id: str, started: float) -> RunResult:
         state = self.api.wait_run(dag_id, run_id, RUN_TIMEOUT, self.check_alive)
         tasks = self.api.task_runs(dag_id, run_id)
@@ -80,140 +100,199 @@ class Checks:
             raise DeploymentError(f"{dag_id} run {run_id} ended {state}: {listing}")
         return RunResult(dag_id, run_id, time.monotonic() - started, tasks)
 
+    def _covers_every_user_once(self, paths: list[str]) -> int:
+        """The JSON Lines files at ``paths`` hold each emulator user exactly once; returns the count."""
+        exported: Counter[str] = Counter()
+        for path in paths:
+            for line in self.reader.read(path).splitlines():
+                if line.strip():
+                    exported[json.loads(line)["identifier"]] += 1
+        expected = set(self.emulator.user_ids())
+        duplicates = [identifier for identifier, count in exported.items() if count > 1]
+        missing = sorted(expected - set(exported))
+        unexpected = sorted(set(exported) - expected)
+        _require(
+            not (duplicates or missing or unexpected),
+            f"export coverage wrong: duplicated {_examples(duplicates)}, missing {_examples(missing)}, "
+            f"unexpected {_examples(unexpected)}",
+        )
+        return sum(exported.values())
+
     # -- kumulos_export_users ----------------------------------------------------------------
 
     def export_users(self) -> None:
-        """The single-task export runs to success on a worker."""
-        result = self.run_dag("kumulos_export_users")
-        self.figures.add("export users: run", f"{result.seconds:.1f}s from trigger to success")
+        """The scheduled run and a rerun triggered through the API each export every user once."""
+        for kind, start in (("scheduled", self.scheduled_run), ("triggered", self.run_dag)):
+            result = start("kumulos_export_users")
+            summary = self.api.xcom(result.dag_id, result.run_id, "export_users")
+            users = self._covers_every_user_once([summary["path"]])
+            _require(
+                summary["users_written"] == users,
+                f"summary says {summary['users_written']}, file has {users}",
+            )
+            self.figures.add(f"export users: {kind} run", f"{result.seconds:.1f}s to success, {users} users")
 
     # -- kumulos_parallel_export ------------------------------------------------------------
 
     def parallel_export(self, label: str, workers: set[str] | None = None) -> None:
-        """Partitions ran at the same time in separate processes; the parts hold every user once.
+        """Partitions ran at the same time in separate processes; the manifest covers every user once.
 
         ``workers``: when given (Celery), the partitions must have run on every one of these hosts.
         """
-        result = self.run_dag("kumulos_parallel_export")
-        partitions = _mapped_partitions(result.tasks)
-        _require(len(partitions) >= 2, f"expected at least 2 mapped partitions, got {len(partitions)}")
+        self.api.unpause("kumulos_parallel_export")
+        users = len(self.emulator.user_ids())
+        page_size = min(1000, max(1, math.ceil(users / 8)))  # 8 pages: 4 partitions of 2 pages
+        result = self.run_dag("kumulos_parallel_export", {"partitions": 4, "page_size": page_size})
+        partitions = [task for task in result.tasks if task.task_id == "export_partition"]
+        _require(len(partitions) == 4, f"expected 4 mapped partitions, got {[t.label for t in partitions]}")
         timing = overlap([(task.start, task.end) for task in partitions if task.start and task.end])
-        pids = {(task.hostname, task.pid) for task in partitions}
         _require(
             timing.peak >= 2,
             f"partitions never overlapped: {[(t.label, t.start, t.end) for t in partitions]}",
         )
+        processes = {(task.hostname, task.pid) for task in partitions}
         _require(
-            len(pids) == len(partitions), f"partitions shared worker processes: {sorted(map(str, pids))}"
+            len(processes) == len(partitions), f"partitions shared processes: {sorted(map(str, processes))}"
         )
+        hosts = {str(task.hostname) for task in partitions}
         if workers is not None:
-            seen = {task.hostname for task in partitions}
             _require(
-                workers <= seen,
-                f"partitions ran on {sorted(map(str, seen))}, expected all of {sorted(workers)}",
+                workers <= hosts, f"partitions ran on {sorted(hosts)}, expected all of {sorted(workers)}"
             )
-        exported = self._exported_user_ids(result)
-        expected = Counter(self.emulator.user_ids())
-        duplicates = sorted(identifier for identifier, count in exported.items() if count > 1)
-        missing = sorted(set(expected) - set(exported))
-        unexpected = sorted(set(exported) - set(expected))
+        summary = self.api.xcom(result.dag_id, result.run_id, "write_manifest")
         _require(
-            not (duplicates or missing or unexpected),
-            f"manifest coverage wrong: {len(duplicates)} duplicated (e.g. {duplicates[:3]}), "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})",
+            summary["cross_partition_duplicates"] == 0 and not summary["page_gaps"],
+            f"manifest reports duplicates/gaps: {summary}",
         )
+        manifest = json.loads(self.reader.read(summary["manifest"]))
+        files = [file["path"] for partition in manifest["partitions"] for file in partition["files"]]
+        exported = self._covers_every_user_once(files)
         self.figures.add(f"{label}: run", f"{result.seconds:.1f}s from trigger to success")
         self.figures.add(
             f"{label}: partitions",
-            f"{len(partitions)} in {len(pids)} processes"
-            + (f" on {len({task.hostname for task in partitions})} workers" if workers else "")
-            + f", peak {timing.peak} at once, {timing.seconds:.1f}s of {timing.span:.1f}s with >=2 running",
+            f"{len(partitions)} in {len(processes)} processes on {len(hosts)} host(s) {sorted(hosts)}, "
+            f"peak {timing.peak} at once, >=2 running for {timing.seconds:.1f}s of {timing.span:.1f}s",
         )
-        self.figures.add(f"{label}: coverage", f"{sum(exported.values())} users exported, each exactly once")
-
-    def _exported_user_ids(self, result: RunResult) -> Counter[str]:
-        """Identifiers of every user line in every part the run's manifest lists."""
-        manifest_task = result.tasks[-1].task_id
-        summary = self.api.xcom(result.dag_id, result.run_id, "write_manifest")
-        _require(
-            isinstance(summary, dict) and "manifest" in summary, f"no manifest in XCom of {manifest_task}"
-        )
-        manifest = json.loads(self.reader.read(summary["manifest"]))
-        identifiers: Counter[str] = Counter()
-        for part in manifest["parts"]:
-            for line in self.reader.read(part["path"]).splitlines():
-                if line.strip():
-                    identifiers[json.loads(line)["identifier"]] += 1
-        return identifiers
+        self.figures.add(f"{label}: manifest", f"{len(files)} files, {exported} users, each exactly once")
 
     # -- kumulos_onboarding -----------------------------------------------------------------
 
     def onboarding(self) -> None:
         """The sensor defers while the user is missing; the triggerer completes it once they appear."""
         user_id = f"e2e-onboarding-{uuid.uuid4().hex[:8]}"
+        self.api.unpause("kumulos_onboarding")
         started = time.monotonic()
         run_id = self.api.trigger("kumulos_onboarding", {"user_id": user_id})
         sensor = wait_for(
-            "the onboarding sensor to be deferred and picked up by the triggerer",
-            lambda: self._deferred_task(run_id),
+            "the onboarding sensor to be deferred and claimed by the triggerer",
+            lambda: self._deferred_sensor(run_id),
             timeout=120,
         )
         deferred_at = time.monotonic()
-        time.sleep(5.0)
-        still = {task.label: task.state for task in self.api.task_runs("kumulos_onboarding", run_id)}
-        _require(
-            still.get(sensor.label) == "deferred", f"sensor left deferred before the user existed: {still}"
+        # The worker checks once before deferring; a second 404 can only come from the triggerer.
+        polls = wait_for(
+            "the triggerer to poll for the missing user",
+            lambda: self._misses(user_id) if len(self._misses(user_id)) >= 2 else None,
+            timeout=60,
         )
-        polled = [entry for entry in self.emulator.requests() if entry.get("identifier") == user_id]
+        states = {task.label: task.state for task in self.api.task_runs("kumulos_onboarding", run_id)}
         _require(
-            any(entry["status"] == 404 for entry in polled),
-            f"the trigger never asked Kumulos about {user_id!r} while deferred",
+            states.get("wait_for_user") == "deferred",
+            f"sensor left deferred before the user existed: {states}",
         )
         self.emulator.add_user(user_id, {"source": "e2e"})
-        created = time.monotonic()
+        created, created_at = time.monotonic(), datetime.now(timezone.utc)
         result = self.finish("kumulos_onboarding", run_id, started)
-        sensor_done = next(task for task in result.tasks if task.label == sensor.label)
-        _require(sensor_done.state == "success", f"sensor ended {sensor_done.state}")
+        sensor_end = next(task.end for task in result.tasks if task.task_id == "wait_for_user")
+        writes = [
+            (entry["method"], entry["status"], entry["body"])
+            for entry in self.emulator.requests()
+            if entry.get("identifier") == user_id and entry["method"] in ("PUT", "DELETE")
+        ]
+        put = json.loads(writes[0][2]) if writes and writes[0][0] == "PUT" else {}
+        _require(
+            [(method, status) for method, status, _ in writes] == [("PUT", 200), ("DELETE", 204)]
+            and put == {"source": "e2e", "onboarding_stage": "welcome", "onboarding_run": run_id},
+            f"expected a merged PUT then a DELETE for {user_id}, got {writes}",
+        )
         self.figures.add("onboarding: run", f"{result.seconds:.1f}s from trigger to success")
         self.figures.add(
             "onboarding: deferred",
-            f"{sensor.label} deferred to {sensor.trigger_classpath} for {created - deferred_at:.1f}s "
-            f"before the user existed, {len(polled)} polls answered 404",
+            f"sensor deferred to {sensor.trigger_classpath}, {created - deferred_at:.1f}s observed deferred, "
+            f"{len(polls)} lookups answered 404 before the user existed",
         )
+        sensor_after = (sensor_end - created_at).total_seconds() if sensor_end else float("nan")
         self.figures.add(
-            "onboarding: completion", f"run finished {time.monotonic() - created:.1f}s after user creation"
+            "onboarding: completion",
+            f"sensor succeeded {sensor_after:.1f}s and the run {time.monotonic() - created:.1f}s "
+            "after the user was created",
         )
 
-    def _deferred_task(self, run_id: str) -> TaskRun | None:
+    def _deferred_sensor(self, run_id: str) -> TaskRun | None:
         for task in self.api.task_runs("kumulos_onboarding", run_id):
             if task.state in ("failed", "upstream_failed"):
                 raise DeploymentError(f"onboarding task {task.label} {task.state} before deferring")
-            if task.state == "deferred" and task.triggerer_id is not None:
+            if task.task_id == "wait_for_user" and task.state == "deferred" and task.triggerer_id is not None:
                 return task
         return None
 
+    def _misses(self, user_id: str) -> list[dict[str, Any]]:
+        return [
+            entry
+            for entry in self.emulator.requests()
+            if entry.get("identifier") == user_id and entry["method"] == "GET" and entry["status"] == 404
+        ]
+
     # -- kumulos_segment_refresh ------------------------------------------------------------
 
-    def segment_refresh(self, expected_attributes: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """The run succeeds and every user now carries the attributes the DAG computes."""
-        result = self.run_dag("kumulos_segment_refresh")
-        wrong = []
-        identifiers = self.emulator.user_ids()
-        for identifier in identifiers:
+    def segment_refresh(self) -> None:
+        """The scheduled run sets the segment attributes on every user and keeps the app's attributes
+        (merge); a rerun triggered through the API leaves every user consistent again."""
+        before = {identifier: self._attributes(identifier) for identifier in self.emulator.user_ids()}
+        _require(
+            not any(key in attributes for attributes in before.values() for key in SEGMENT_KEYS),
+            "users already hold segment attributes before the first segment refresh",
+        )
+        for kind, start in (("scheduled", self.scheduled_run), ("triggered", self.run_dag)):
+            result = start("kumulos_segment_refresh")
+            report = self.api.xcom(result.dag_id, result.run_id, "report")
+            _require(report["failures"] == 0, f"segment refresh reported failures: {report}")
+            self._check_segments(before, datetime.fromisoformat(report["as_of"]))
+            if kind == "scheduled":
+                _require(
+                    report["attributes_set"] == len(before),
+                    f"first refresh set {report['attributes_set']} users, expected all {len(before)}",
+                )
+            self.figures.add(
+                f"segment refresh: {kind} run",
+                f"{result.seconds:.1f}s to success, {report['attributes_set']} of {len(before)} users set "
+                f"({report['inactive_30d']} inactive_30d), every user consistent, other attributes kept",
+            )
+
+    def _check_segments(self, before: dict[str, dict[str, Any]], as_of: datetime) -> None:
+        """Every user holds segment attributes that fit ``as_of``, and kept all its other attributes."""
+        wrong, lost = [], []
+        for identifier, old in before.items():
             user = self.emulator.user(identifier) or {}
-            expected = expected_attributes(user)
-            actual = {key: (user.get("attributes") or {}).get(key) for key in expected}
-            if actual != expected:
-                wrong.append((identifier, actual, expected))
-        _require(not wrong, f"{len(wrong)} users lack the computed attributes, e.g. {wrong[:3]}")
-        self.figures.add("segment refresh: run", f"{result.seconds:.1f}s from trigger to success")
-        self.figures.add("segment refresh: users", f"{len(identifiers)} users hold the computed attributes")
+            new = user.get("attributes") or {}
+            if any(new.get(key, _MISSING) != value for key, value in old.items()):
+                lost.append(identifier)
+            if not _segment_consistent(user, new, as_of):
+                wrong.append((identifier, {key: new.get(key) for key in SEGMENT_KEYS}))
+        _require(not wrong, f"users without consistent segment attributes: {_examples(wrong)}")
+        _require(not lost, f"users whose other attributes were lost: {_examples(lost)}")
+
+    def _attributes(self, identifier: str) -> dict[str, Any]:
+        return dict((self.emulator.user(identifier) or {}).get("attributes") or {})
 
 
-def _mapped_partitions(tasks: list[TaskRun]) -> list[TaskRun]:
-    """The mapped task with the most instances: the export partitions."""
-    by_task: dict[str, list[TaskRun]] = {}
-    for task in tasks:
-        if task.map_index >= 0:
-            by_task.setdefault(task.task_id, []).append(task)
-    return max(by_task.values(), key=len, default=[])
+def _segment_consistent(user: dict[str, Any], attributes: dict[str, Any], as_of: datetime) -> bool:
+    """The documented meaning of the two segment attributes holds for ``user``."""
+    last_active = user.get("lastActive")
+    inactive = last_active is None or datetime.fromisoformat(last_active) < as_of - timedelta(days=30)
+    platforms = {str(install.get("os") or "").lower() for install in user.get("installs") or []} - {""}
+    return attributes.get("inactive_30d") is inactive and (
+        attributes.get("primary_platform") in platforms
+        if platforms
+        else attributes.get("primary_platform") == "unknown"
+    )

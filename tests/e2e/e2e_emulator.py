@@ -13,7 +13,9 @@ class EmulatorAdmin:
     """Read and change the emulator's users and read its request log over HTTP."""
 
     def __init__(self, base_url: str) -> None:
-        self.client = httpx.Client(base_url=f"{base_url.rstrip('/')}/_emulator", timeout=30.0)
+        self.client = httpx.Client(
+            base_url=f"{base_url.rstrip('/')}/_emulator", timeout=30.0, trust_env=False
+        )
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.client.request(method, path, **kwargs)

@@ -78,12 +78,6 @@ class Service:
                 break
         self.process.poll()
 
-    def tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
 
 def _group_gone(process: subprocess.Popen[bytes], timeout: float) -> bool:
     """Wait until the leader has exited and no member of its process group is left."""

@@ -26,7 +26,6 @@ class TaskRun:
     end: datetime | None
     pid: int | None
     hostname: str | None
-    try_number: int
     trigger_classpath: str | None = None
     triggerer_id: int | None = None
 
@@ -44,7 +43,6 @@ class TaskRun:
             end=_parse_time(item.get("end_date")),
             pid=item.get("pid"),
             hostname=item.get("hostname"),
-            try_number=item.get("try_number") or 0,
             trigger_classpath=(item.get("trigger") or {}).get("classpath"),
             triggerer_id=(item.get("trigger") or {}).get("triggerer_id"),
         )
@@ -61,7 +59,7 @@ class AirflowAPI:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
-        self.client = httpx.Client(base_url=self.base_url, timeout=30.0)
+        self.client = httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False)
 
     def login(self) -> None:
         """Exchange the user name and password for a JWT and send it on every later request."""
@@ -79,7 +77,7 @@ class AirflowAPI:
 
     def anonymous_status(self, path: str) -> int:
         """HTTP status of an unauthenticated GET of ``path``."""
-        return httpx.get(f"{self.base_url}{path}", timeout=30.0).status_code
+        return httpx.get(f"{self.base_url}{path}", timeout=30.0, trust_env=False).status_code
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.client.request(method, path, **kwargs)
@@ -106,6 +104,11 @@ class AirflowAPI:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
         created = self._json("POST", f"/api/v2/dags/{quote(dag_id)}/dagRuns", json=body)
         return str(created["dag_run_id"])
+
+    def run_ids(self, dag_id: str, run_type: str) -> list[str]:
+        """Ids of the DAG's runs of one type (``scheduled``, ``manual``, ...)."""
+        body = self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns", params={"run_type": run_type})
+        return [str(run["dag_run_id"]) for run in body["dag_runs"]]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}")["state"])

@@ -30,11 +30,3 @@ class ObjectReader:
         if parts.scheme in ("", "file"):
             return Path(parts.path).read_text(encoding="utf-8")
         raise ValueError(f"cannot read {url!r}: only s3:// and file:// URLs are supported")
-
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        paginator = self.s3.get_paginator("list_objects_v2")
-        return [
-            item["Key"]
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
-        ]

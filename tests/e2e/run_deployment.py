@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import signal
 import sys
@@ -25,19 +26,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-import httpx
 from e2e_airflow import USERNAME, AirflowDeployment
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_postgres import PostgresCluster
-from e2e_procs import DeploymentError, ServiceGroup, base_env, free_port, run_checked, wait_for
+from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
+from e2e_services import start_emulator, start_moto, start_redis
 from e2e_storage import ObjectReader
 
 REPO = Path(__file__).resolve().parents[2]
-STAND_INS = Path(__file__).resolve().parent / "dags"
 DAG_IDS = ("kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboarding", "kumulos_parallel_export")
 BUCKET = "kumulos-e2e"
 API_KEY = "e2e-api-key"
@@ -50,21 +49,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
     )
-    parser.add_argument(
-        "--dags",
-        choices=("auto", "examples", "stand-ins"),
-        default="auto",
-        help="example_dags/ (auto: when it defines all checked DAG ids) or the stand-ins in tests/e2e/dags",
-    )
     return parser.parse_args()
-
-
-def _choose_dags_folder(choice: str) -> Path:
-    examples = REPO / "example_dags"
-    if choice == "auto":
-        sources = "".join(path.read_text() for path in examples.glob("*.py")) if examples.is_dir() else ""
-        choice = "examples" if all(f'"{dag_id}"' in sources for dag_id in DAG_IDS) else "stand-ins"
-    return examples if choice == "examples" else STAND_INS
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -88,58 +73,6 @@ class Stopwatch:
         print(f"[e2e] {name} done in {seconds:.1f}s", flush=True)
 
 
-def _start_moto(services: ServiceGroup, venv_bin: Path) -> str:
-    port = free_port()
-    services.start("moto-s3", [str(venv_bin / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], base_env())
-    endpoint = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool | None:
-        try:
-            httpx.get(endpoint, timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        return True
-
-    wait_for("moto's S3 server", answering, timeout=60, services=services)
-    return endpoint
-
-
-def _start_emulator(
-    services: ServiceGroup, venv_bin: Path, run_dir: Path, users: int, server_key: str
-) -> str:
-    ready = run_dir / "emulator.url"
-    argv = [str(venv_bin / "python"), "-m", "airflow_provider_kumulos.testing.emulator", "--port", "0"]
-    argv += [
-        "--users",
-        str(users),
-        "--api-key",
-        API_KEY,
-        "--server-key",
-        server_key,
-        "--ready-file",
-        str(ready),
-    ]
-    services.start("kumulos-emulator", argv, base_env())
-    return wait_for(
-        "the Kumulos emulator", lambda: ready.read_text() if ready.exists() else None, 60, services
-    ).strip()
-
-
-def _start_redis(services: ServiceGroup, run_dir: Path) -> str:
-    port = free_port()
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    services.start("redis", [*argv, "--dir", str(run_dir)], base_env())
-    wait_for("Redis", lambda: True if "PONG" in _redis_ping(port) else None, timeout=30, services=services)
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def _redis_ping(port: int) -> str:
-    try:
-        return run_checked(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], timeout=10)
-    except DeploymentError:
-        return ""
-
-
 def _provider_env(emulator_url: str, server_key: str, s3_endpoint: str) -> dict[str, str]:
     """Connections and the Variable the example DAGs use, as environment variables."""
     kumulos = {"conn_type": "kumulos", "host": emulator_url, "login": API_KEY, "password": server_key}
@@ -157,7 +90,9 @@ def _provider_env(emulator_url: str, server_key: str, s3_endpoint: str) -> dict[
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # Everything here is on loopback: never through a proxy the machine may have configured.
         "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
     }
 
 
@@ -195,30 +130,22 @@ def _scan_for_secret(secret: str, *folders: Path) -> None:
         raise DeploymentError(f"the server key appears in {len(leaks)} log files, e.g. {leaks[:3]}")
 
 
-def _standin_segment(user: dict[str, Any]) -> dict[str, Any]:
-    """What the stand-in segment refresh computes for ``user``."""
-    installs = user.get("installs") or [{}]
-    return {"segment": str(installs[0].get("os", "none")).lower()}
-
-
 def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, figures: Figures) -> None:
     clock = Stopwatch(figures)
     venv_bin = Path(sys.executable).parent
-    dags_folder = _choose_dags_folder(args.dags)
-    figures.add("DAGs", str(dags_folder.relative_to(REPO)))
     server_key = secrets.token_urlsafe(24)
     postgres = PostgresCluster(run_dir, services.log_dir)
     try:
         with clock.phase("start PostgreSQL, moto S3, Kumulos emulator"):
             postgres.start()
-            s3_endpoint = _start_moto(services, venv_bin)
-            emulator_url = _start_emulator(services, venv_bin, run_dir, args.users, server_key)
+            s3_endpoint = start_moto(services, venv_bin)
+            emulator_url = start_emulator(services, venv_bin, run_dir, args.users, API_KEY, server_key)
             reader = ObjectReader(s3_endpoint)
             reader.s3.create_bucket(Bucket=BUCKET)
         env = _provider_env(emulator_url, server_key, s3_endpoint)
-        if dags_folder == STAND_INS:
-            env["PYTHONPATH"] = str(STAND_INS)
-        deployment = AirflowDeployment(venv_bin, run_dir, services, postgres.sqlalchemy_url, dags_folder, env)
+        deployment = AirflowDeployment(
+            venv_bin, run_dir, services, postgres.sqlalchemy_url, REPO / "example_dags", env
+        )
         with clock.phase("airflow db migrate"):
             deployment.migrate()
         with clock.phase("start Airflow components"):
@@ -229,8 +156,6 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             _check_authentication(api)
             with clock.phase("parse DAGs"):
                 _wait_for_dags(api, services)
-                for dag_id in DAG_IDS:
-                    api.unpause(dag_id)
             checks = Checks(api, emulator, reader, figures, services.check_alive)
             with clock.phase("kumulos_export_users"):
                 checks.export_users()
@@ -239,11 +164,11 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             with clock.phase("kumulos_onboarding"):
                 checks.onboarding()
             with clock.phase("kumulos_segment_refresh"):
-                checks.segment_refresh(_standin_segment)
+                checks.segment_refresh()
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
-                        _start_redis(services, run_dir), workers=2, concurrency=2
+                        start_redis(services, run_dir), workers=2, concurrency=2
                     )
                 with clock.phase("kumulos_parallel_export (CeleryExecutor)"):
                     checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
@@ -260,6 +185,8 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
 def main() -> int:
     """Run the scenario; print the figures, or the failure and each service's log tail."""
     args = _parse_args()
+    # All traffic is on loopback: keep boto3 and Celery clients away from any configured proxy.
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="kumulos-e2e-"))
