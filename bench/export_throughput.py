@@ -123,6 +123,7 @@ def run_http(base_url: str, page_size: int, output: Path, fmt: str) -> int:
     from airflow.providers.http.operators.http import HttpOperator
 
     def next_page(response: Any) -> dict[str, Any] | None:
+        """Parameters of the page after ``response``, or None after the last one."""
         body = response.json()
         page = int(response.request.url.split("currentPage=")[1].split("&")[0])
         if page * page_size >= body["totalUsers"] or not body["users"]:
@@ -130,6 +131,7 @@ def run_http(base_url: str, page_size: int, output: Path, fmt: str) -> int:
         return {"data": {"currentPage": page + 1, "numberPerPage": page_size}}
 
     def write_users(responses: list[Any]) -> int:
+        """Write every user of every page as a JSON line; returns how many."""
         written = 0
         with output.open("w") as stream:
             for response in responses:

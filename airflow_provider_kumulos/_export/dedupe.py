@@ -4,7 +4,8 @@ Kumulos pages by offset, so a user inserted before the current page pushes a use
 onto the next page. Remembering every identifier would cost ~100 bytes per user in a Python set;
 instead each identifier becomes a 64-bit hash (Python's keyed SipHash of the string) stored in an
 open-addressing table backed by one ``array('Q')``: 8 bytes per slot, at most 70% full, so
-11.5-23 bytes per unique user (plus a transient copy while the table doubles). Two different
+11.5-23 bytes per unique user. The table is sized from ``totalUsers`` up front, so it only doubles
+(briefly holding old and new) if the user set grows during the export. Two different
 identifiers share a hash with probability about n²/2⁶⁵ (under 1 in 300,000 for ten million
 users); the second would be dropped as a duplicate. Hashes are compared within one process only.
 """
@@ -34,6 +35,11 @@ class SeenIdentifiers:
     def nbytes(self) -> int:
         """Bytes held by the table."""
         return self._table.itemsize * len(self._table)
+
+    def reserve(self, expected: int) -> None:
+        """Size the table for ``expected`` identifiers now (from ``totalUsers``), sparing later doublings."""
+        while expected > self._limit:
+            self._grow()
 
     def add(self, identifier: str) -> bool:
         """Remember ``identifier``; False if it was already there."""

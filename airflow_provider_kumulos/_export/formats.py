@@ -24,9 +24,11 @@ EXTENSIONS = {"jsonl": "jsonl", "json": "json", "csv": "csv", "parquet": "parque
 class FormatWriter(Protocol):
     """Writes batches of users to a stream; ``close`` finishes the document (not the stream)."""
 
-    def write(self, users: Sequence[Any]) -> None: ...
+    def write(self, users: Sequence[Any]) -> None:
+        """Append a batch of users."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Finish the document (array end, parquet footer); the stream stays open."""
 
 
 def extension(fmt: str, compression: str | None) -> str:

@@ -64,11 +64,6 @@ class ExportOptions:
         """Whether users must be decoded to drop keys (else jsonl/json pass them through as sent)."""
         return self.fields is not None or not self.include_installs
 
-    @property
-    def full_range(self) -> bool:
-        """Whether the export covers every page (no ``start_page``/``end_page`` window)."""
-        return self.start_page == 1 and self.end_page is None
-
     def kept_fields(self) -> tuple[str, ...]:
         """Top-level keys that reach the output, in API order."""
         wanted = USER_FIELDS if self.fields is None else self.fields

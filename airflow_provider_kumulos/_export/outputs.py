@@ -64,6 +64,7 @@ class _OpenFile:
         self.users = 0
 
     def write(self, users: Sequence[Any]) -> None:
+        """Hand users to the format writer."""
         self._writer.write(users)
         self.users += len(users)
 

@@ -125,6 +125,9 @@ class ExportRun:
         pages = self.hook.iter_pages(options.page_size, self.start_page, options.end_page, raw=raw)
         for page in pages:
             self.counts.saw_page(page.total_users)
+            self.seen.reserve(
+                self.counts.expected_users(options.start_page, options.end_page, options.page_size)
+            )
             if isinstance(output, XComOutput):
                 output.check_total(page.total_users, filtering=self.stamp_field is not None)
             make_batch = batch_from_raw if raw else batch_from_dicts

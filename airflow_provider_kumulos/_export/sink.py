@@ -33,9 +33,11 @@ class _HashingWriter(io.RawIOBase):
         self.nbytes = 0
 
     def writable(self) -> bool:
+        """Always: this stream only writes."""
         return True
 
     def write(self, data: Any) -> int:
+        """Write all of ``data`` to the target, counting and hashing it."""
         view = memoryview(data)
         self._target.write(view)
         self.sha256.update(view)
@@ -43,6 +45,7 @@ class _HashingWriter(io.RawIOBase):
         return view.nbytes
 
     def tell(self) -> int:
+        """Bytes written so far (pyarrow asks for the position)."""
         return self.nbytes
 
 

@@ -55,3 +55,14 @@ def test_selection_counts_filtered_and_duplicates_up_to_where_it_stopped() -> No
     assert (first.positions, first.stop, first.filtered, first.duplicates) == ([0], 3, 2, 0)
     rest = selector.select(batch, first.stop, limit=None)
     assert (rest.positions, rest.stop, rest.filtered, rest.duplicates) == ([5], 6, 1, 1)
+
+
+def test_reserve_sizes_the_table_once() -> None:
+    seen = SeenIdentifiers()
+    seen.reserve(100_000)
+    size = seen.nbytes
+    assert size == 8 * (1 << 18)  # the smallest power of two holding 100,000 at 70% load
+    seen.add_many([f"u{i}" for i in range(100_000)], range(100_000), None)
+    assert seen.nbytes == size
+    seen.reserve(10)
+    assert seen.nbytes == size
