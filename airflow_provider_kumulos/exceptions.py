@@ -13,6 +13,7 @@ from airflow.exceptions import AirflowException
 __all__ = [
     "KumulosAuthError",
     "KumulosConfigError",
+    "KumulosCountMismatchError",
     "KumulosError",
     "KumulosInputError",
     "KumulosRateLimitError",
@@ -123,6 +124,10 @@ class KumulosResponseError(KumulosError):
     """The server answered, but not with the JSON the endpoint documents."""
 
 
+class KumulosCountMismatchError(KumulosError):
+    """An export's user count disagrees with ``totalUsers``: the user set changed while it paged."""
+
+
 _ERROR_CLASSES: dict[str, type[KumulosError]] = {
     cls.__name__: cls
     for cls in (
@@ -136,5 +141,6 @@ _ERROR_CLASSES: dict[str, type[KumulosError]] = {
         KumulosServerError,
         KumulosTransportError,
         KumulosResponseError,
+        KumulosCountMismatchError,
     )
 }

@@ -9,12 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from airflow_provider_kumulos.exceptions import KumulosError
-
-
-class KumulosCountMismatchError(KumulosError):
-    """The users exported do not match ``totalUsers`` (the user set changed while paging)."""
-
 
 @dataclass
 class ExportCounts:

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos import _metrics
-from airflow_provider_kumulos._export.counts import ExportCounts, KumulosCountMismatchError
+from airflow_provider_kumulos._export.counts import ExportCounts
 from airflow_provider_kumulos._export.dedupe import SeenIdentifiers
 from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
 from airflow_provider_kumulos._export.formats import ExportFormat
@@ -24,6 +24,7 @@ from airflow_provider_kumulos._export.records import batch_from_dicts, batch_fro
 from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
 from airflow_provider_kumulos._export.selection import Selector
 from airflow_provider_kumulos._progress import ProgressLogger
+from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 
 if TYPE_CHECKING:
     import logging

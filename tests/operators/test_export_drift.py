@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_export_support import leftovers, read_jsonl, run_export
 
-from airflow_provider_kumulos._export.counts import KumulosCountMismatchError
+from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
 
