@@ -15,7 +15,7 @@ CELERY="${KUMULOS_E2E_CELERY:-1}"
 USERS="${KUMULOS_E2E_USERS:-500}"
 LIMIT="${KUMULOS_E2E_TIMEOUT:-1200}"
 RUN_DIR="${KUMULOS_E2E_RUN_DIR:-$(mktemp -d -t kumulos-e2e-XXXXXX)}"
-VENV=.venv-e2e
+E2E_VENV=.venv-e2e
 started=$(date +%s)
 
 as_root() {
@@ -61,21 +61,21 @@ if [ "$CELERY" = "1" ] && ! command -v redis-server >/dev/null; then
     apt_install redis-server
 fi
 
-echo "[e2e] Python environment $VENV"
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
+echo "[e2e] Python environment $E2E_VENV"
+if [ ! -x "$E2E_VENV/bin/python" ]; then
+    python3 -m venv "$E2E_VENV"
 fi
-"$VENV/bin/pip" install -q uv
+"$E2E_VENV/bin/pip" install -q uv
 requirements=(-e ".[s3]" "apache-airflow[postgres]==3.3.2" "moto[server,s3]")
 if [ "$CELERY" = "1" ]; then
     # celery 5.7 dropped celery.backends.database.retry, which the Celery provider imports.
     requirements+=("apache-airflow-providers-celery" "celery[redis]<5.7")
 fi
-"$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${requirements[@]}"
+"$E2E_VENV/bin/uv" pip install -q --python "$E2E_VENV/bin/python" "${requirements[@]}"
 
 args=(--users "$USERS" --run-dir "$RUN_DIR")
 if [ "$CELERY" = "1" ]; then
     args+=(--celery)
 fi
 echo "[e2e] deployment test (limit ${LIMIT}s, run dir $RUN_DIR)"
-timeout --signal=TERM --kill-after=60 "$LIMIT" "$VENV/bin/python" tests/e2e/run_deployment.py "${args[@]}"
+timeout --signal=TERM --kill-after=60 "$LIMIT" "$E2E_VENV/bin/python" tests/e2e/run_deployment.py "${args[@]}"

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_IDS = ("kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboarding", "kumulos_parallel_export")
 BUCKET = "kumulos-e2e"
 API_KEY = "e2e-api-key"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _parse_args() -> argparse.Namespace:
@@ -53,7 +54,13 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    """Turn SIGTERM (the time limit of ``.ci/e2e.sh``), SIGINT and SIGHUP into a failure with clean-up.
+
+    Later signals are ignored so that they cannot cut the clean-up short.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise DeploymentError(f"interrupted by {signal.Signals(signum).name} (time limit or Ctrl-C)")
 
 
 class Stopwatch:
@@ -187,7 +194,7 @@ def main() -> int:
     args = _parse_args()
     # All traffic is on loopback: keep boto3 and Celery clients away from any configured proxy.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="kumulos-e2e-"))
     log_dir = run_dir / "logs"
