@@ -55,7 +55,10 @@ class DagRunner:
         return path
 
     def load(self, path: Path, dag_id: str) -> Any:
-        from airflow.dag_processing.dagbag import DagBag
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow < 3.2
+            from airflow.models.dagbag import DagBag
 
         bag = DagBag(str(path))
         assert not bag.import_errors, bag.import_errors
