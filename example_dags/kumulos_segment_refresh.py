@@ -112,7 +112,8 @@ def kumulos_segment_refresh() -> None:
         users = inactive = to_update = 0
         platforms: Counter[str] = Counter()
         with resolve_path(exported["path"]).open("rb") as source, atomic_write(target, "w") as out:
-            for line in source:
+            # readline rather than iteration: Airflow 3.1's object-storage file wrapper is not iterable.
+            for line in iter(source.readline, b""):
                 if not line.strip():
                     continue
                 user = json.loads(line)
