@@ -2,9 +2,9 @@
 
 Run with the Python of the environment under test, from outside the source tree. Checks, in order: the
 installed package (version, py.typed, not the source tree), ``airflow providers list/get``, the ``kumulos``
-connection type and its form behaviour, the emulator starting as a process, and a small DAG using the
-provider running to success under ``airflow dags test`` against that emulator. Standard library only
-(plus the shared helpers in bench/_common.py).
+connection type and its form behaviour, the emulator starting as a process, and the onboarding example
+DAG (deferrable sensor, set and delete attributes) running to success under ``airflow dags test`` against
+it. Standard library only (plus the shared helpers in bench/_common.py).
 
 Usage: python smoke_test.py --expect-version X.Y.Z --expect-airflow A.B.C
 """
@@ -28,41 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from _common import airflow_env, emulator_process  # shared helpers, standard library only
 
 PACKAGE = "airflow-provider-kumulos"
-SMOKE_USER, SMOKE_ATTRIBUTES = "smoke-user", {"plan": "gold", "score": 7}
-
-SMOKE_DAG = f'''
-"""Release smoke test: a round trip through KumulosCRMHook inside a real task."""
-
-from __future__ import annotations
-
-from datetime import datetime, timezone
-
-from airflow.sdk import dag, task
-
-
-@dag(dag_id="kumulos_smoke", schedule=None, start_date=datetime(2025, 1, 1, tzinfo=timezone.utc))
-def kumulos_smoke():
-    @task
-    def round_trip() -> dict:
-        from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-
-        hook = KumulosCRMHook()
-        ok, message = hook.test_connection()
-        if not ok:
-            raise RuntimeError(message)
-        page = hook.fetch_users_page(1, 10)
-        hook.set_attributes({SMOKE_USER!r}, {SMOKE_ATTRIBUTES!r})
-        if hook.get_attributes({SMOKE_USER!r}) != {SMOKE_ATTRIBUTES!r}:
-            raise RuntimeError("attributes did not round-trip")
-        hook.delete_attributes(page.users[0]["identifier"])
-        return {{"users_seen": len(page.users), "total_users": page.total_users}}
-
-    round_trip()
-
-
-kumulos_smoke()
-'''
-
+# The example the README points to first: deferrable sensor, then set and delete attributes.
+EXAMPLE_DAG = Path(__file__).resolve().parent.parent / "example_dags" / "kumulos_onboarding.py"
+EXAMPLE_DAG_ID = "kumulos_onboarding"
 
 BEHAVIOUR_PROBE = """
 import importlib.util, json
@@ -158,26 +126,28 @@ def check_connection_type(env: dict[str, str]) -> str:
 
 
 def check_dag_run(env: dict[str, str], home: Path) -> str:
-    run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env, timeout=600)
-    (home / "dags" / "kumulos_smoke.py").write_text(SMOKE_DAG)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    run([airflow, "db", "migrate"], env, timeout=600)
+    shutil.copy(EXAMPLE_DAG, home / "dags" / EXAMPLE_DAG.name)
     with emulator_process(200, home, env=env) as emulator:
-        base_url = emulator.base_url
+        user_id = http_json(f"{emulator.base_url}/_emulator/users")["identifiers"][0]
         dag_env = {**env, "AIRFLOW_CONN_KUMULOS_DEFAULT": emulator.connection_json()}
-        run(
-            [str(Path(sys.executable).with_name("airflow")), "dags", "test", "kumulos_smoke"],
-            dag_env,
-            timeout=600,
+        conf = json.dumps({"user_id": user_id})
+        run([airflow, "dags", "test", EXAMPLE_DAG_ID, "-c", conf], dag_env, timeout=600)
+        user = http_json(f"{emulator.base_url}/_emulator/users/{user_id}")
+        calls = [
+            (entry["method"], entry["status"], "onboarding_stage" in entry["body"])
+            for entry in http_json(f"{emulator.base_url}/_emulator/requests")["requests"]
+            if entry["path"] == f"/v1/users/{user_id}/attributes"
+        ]
+    expected = [("GET", 200, False), ("PUT", 200, True), ("DELETE", 204, False)]
+    if [call for call in calls if call[0] != "GET"] != expected[1:] or expected[0] not in calls:
+        raise SmokeFailure(
+            f"the emulator saw {calls} for {user_id}, expected sensor GET, then PUT and DELETE"
         )
-        user = http_json(f"{base_url}/_emulator/users/{SMOKE_USER}")
-        calls = {
-            (entry["method"], entry["status"])
-            for entry in http_json(f"{base_url}/_emulator/requests")["requests"]
-        }
-    if user.get("attributes") != SMOKE_ATTRIBUTES:
-        raise SmokeFailure(f"the DAG run did not leave {SMOKE_USER}'s attributes in the emulator: {user}")
-    if not {("GET", 200), ("PUT", 200), ("DELETE", 204)} <= calls:
-        raise SmokeFailure(f"the emulator did not see the expected calls, only {sorted(calls)}")
-    return f"`airflow dags test kumulos_smoke` succeeded against the emulator at {base_url}"
+    if user.get("attributes"):
+        raise SmokeFailure(f"{user_id} still has attributes after the run: {user}")
+    return f"`airflow dags test {EXAMPLE_DAG_ID}` (sensor, set, delete) succeeded against the emulator"
 
 
 def main() -> int:
