@@ -128,20 +128,23 @@ def main() -> int:
         AIRFLOW_VAR_KUMULOS_OUTPUT_BASE=f"file://{DEMO_DIR / 'output'}",
     )
     seconds: dict[str, float] = {}
-    print(f"Preparing Airflow in {shown('file://' + str(DEMO_DIR))}/ (SQLite, airflow db migrate)...")
-    seconds["db migrate"] = airflow(["db", "migrate"], env, "db-migrate.log")
-    print(f"Starting the Kumulos CRM emulator with {USERS:,} users on loopback...")
-    with emulator_process(USERS, DEMO_DIR, env=env) as emulator:
-        env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = emulator.connection_json()
-        print(f"Running {DAG_ID} for {LOGICAL_DATE} against {emulator.base_url} (airflow dags test)...")
-        seconds["DAG run"] = airflow(["dags", "test", DAG_ID, LOGICAL_DATE], env, "dags-test.log")
-        os.environ.update(env)
-        state, states, report = read_run()
-        if state != "success" or report is None:
-            print(f"\n{DAG_ID} ended {state}: {states}\nSee {LOGS / 'dags-test.log'}", file=sys.stderr)
-            return 1
-        seconds["total"] = time.perf_counter() - began
-        print_summary(report, emulator.base_url, seconds)
+    try:
+        print(f"Preparing Airflow in {shown('file://' + str(DEMO_DIR))}/ (SQLite, airflow db migrate)...")
+        seconds["db migrate"] = airflow(["db", "migrate"], env, "db-migrate.log")
+        print(f"Starting the Kumulos CRM emulator with {USERS:,} users on loopback...")
+        with emulator_process(USERS, DEMO_DIR, env=env) as emulator:
+            env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = emulator.connection_json()
+            print(f"Running {DAG_ID} for {LOGICAL_DATE} against {emulator.base_url} (airflow dags test)...")
+            seconds["DAG run"] = airflow(["dags", "test", DAG_ID, LOGICAL_DATE], env, "dags-test.log")
+            os.environ.update(env)
+            state, states, report = read_run()
+            if state != "success" or report is None:
+                raise RuntimeError(f"{DAG_ID} ended {state}: {states}; see {LOGS / 'dags-test.log'}")
+            seconds["total"] = time.perf_counter() - began
+            print_summary(report, emulator.base_url, seconds)
+    except RuntimeError as error:
+        print(f"\nThe demo failed: {error}", file=sys.stderr)
+        return 1
     print("Emulator stopped.")
     return 0
 
