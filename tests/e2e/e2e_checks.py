@@ -192,7 +192,7 @@ class Checks:
         # The worker checks once before deferring; a second 404 can only come from the triggerer.
         polls = wait_for(
             "the triggerer to poll for the missing user",
-            lambda: self._misses(user_id) if len(self._misses(user_id)) >= 2 else None,
+            lambda: self._triggerer_polls(user_id),
             timeout=60,
         )
         states = {task.label: task.state for task in self.api.task_runs("kumulos_onboarding", run_id)}
@@ -230,18 +230,20 @@ class Checks:
 
     def _deferred_sensor(self, run_id: str) -> TaskRun | None:
         for task in self.api.task_runs("kumulos_onboarding", run_id):
-            if task.state in ("failed", "upstream_failed"):
+            if task.state in ("failed", "upstream_failed", "up_for_retry"):
                 raise DeploymentError(f"onboarding task {task.label} {task.state} before deferring")
             if task.task_id == "wait_for_user" and task.state == "deferred" and task.triggerer_id is not None:
                 return task
         return None
 
-    def _misses(self, user_id: str) -> list[dict[str, Any]]:
-        return [
+    def _triggerer_polls(self, user_id: str) -> list[dict[str, Any]] | None:
+        """The 404 lookups of ``user_id`` once there are at least two (the first is the worker's)."""
+        misses = [
             entry
             for entry in self.emulator.requests()
             if entry.get("identifier") == user_id and entry["method"] == "GET" and entry["status"] == 404
         ]
+        return misses if len(misses) >= 2 else None
 
     # -- kumulos_segment_refresh ------------------------------------------------------------
 
