@@ -145,4 +145,9 @@ def fault_response(fault: Fault, request: Request, answer: Response | None) -> R
             payload = json.loads(answer.body)
             payload.pop(fault.field or "users", None)
         return Response.json(200, payload)
+    if fault.kind == "replace_field" and answer.status == 200 and answer.body:
+        replaced = json.loads(answer.body)
+        if isinstance(replaced, dict):
+            replaced[fault.field or ""] = fault.value
+            return Response.json(200, replaced)
     return answer

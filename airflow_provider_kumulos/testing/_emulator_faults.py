@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FAULT_KINDS = ("status", "drop", "slow", "truncated", "non_json", "missing_field")
+FAULT_KINDS = ("status", "drop", "slow", "truncated", "non_json", "missing_field", "replace_field")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class Fault:
     answer); ``slow`` waits ``delay`` seconds then answers normally;
     ``truncated`` answers 200 with the real body cut in half; ``non_json`` answers 200 with an
     HTML page; ``missing_field`` answers 200 JSON without ``field`` (users endpoint, default
-    ``users``; other endpoints answer ``{}``).
+    ``users``; other endpoints answer ``{}``); ``replace_field`` answers the real JSON object with
+    ``field`` set to ``value`` (wrong types: ``totalUsers`` as a string, ``users`` not a list...).
     """
 
     kind: str
@@ -30,6 +31,7 @@ class Fault:
     retry_after: int | str | None = None
     delay: float | None = None
     field: str | None = None
+    value: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -38,6 +40,8 @@ class Fault:
             raise ValueError("a 'status' fault needs an HTTP status between 100 and 599")
         if self.kind == "slow" and (self.delay is None or self.delay < 0):
             raise ValueError("a 'slow' fault needs a delay >= 0 seconds")
+        if self.kind == "replace_field" and not self.field:
+            raise ValueError("a 'replace_field' fault needs the field to replace")
 
     @classmethod
     def status_code(cls, status: int, retry_after: int | str | None = None) -> Fault:
@@ -73,6 +77,11 @@ class Fault:
     def missing_field(cls, field: str = "users") -> Fault:
         """Answer 200 JSON lacking ``field`` (``users`` or ``totalUsers`` on the users endpoint)."""
         return cls("missing_field", field=field)
+
+    @classmethod
+    def replaced_field(cls, field: str, value: Any) -> Fault:
+        """Answer 200 with the real JSON object, ``field`` set to ``value`` (not None)."""
+        return cls("replace_field", field=field, value=value)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:

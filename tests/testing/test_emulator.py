@@ -513,6 +513,22 @@ def test_truncated_non_json_and_missing_field(emu: KumulosEmulator, api: request
     assert emu.stats()["faults"] == {"missing_field": 2, "non_json": 1, "truncated": 1}
 
 
+def test_replace_field_gives_a_field_the_wrong_type(emu: KumulosEmulator, api: requests.Session) -> None:
+    url = f"{emu.base_url}/v2/users?currentPage=1&numberPerPage=20"
+    user_id = emu.user_ids()[0]
+    emu.script_faults([Fault.replaced_field("totalUsers", "120"), Fault.replaced_field("users", {"a": 1})])
+    assert api.get(url).json()["totalUsers"] == "120"
+    wrong_users = api.get(url).json()
+    assert wrong_users["users"] == {"a": 1} and wrong_users["totalUsers"] == 120
+    emu.script_faults([Fault.replaced_field("attributes", "text")], method="PUT")
+    put = api.put(f"{emu.base_url}/v1/users/{user_id}/attributes", json={"k": 1})
+    assert put.json() == {"identifier": user_id, "attributes": "text"}
+    assert emu.get_attributes(user_id) == {"k": 1}  # the request itself was processed
+    assert Fault.from_dict(Fault.replaced_field("users", 5).to_dict()) == Fault.replaced_field("users", 5)
+    with pytest.raises(ValueError, match="needs the field"):
+        Fault("replace_field")
+
+
 def test_script_filters_by_method_and_path(emu: KumulosEmulator, api: requests.Session) -> None:
     emu.script_faults(
         [Fault.status_code(502), Fault.status_code(504)], method="PUT", path_prefix="/v1/users/"
