@@ -71,7 +71,7 @@ class RequestStats:
                 self.rate_limit_wait_seconds += sleep
         _metrics.retry(operation, reason)
         if rate_limited:
-            _metrics.rate_limit_wait(sleep)
+            _metrics.rate_limit_wait(operation, sleep)
 
     @property
     def total_requests(self) -> int:

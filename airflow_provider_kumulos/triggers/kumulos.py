@@ -124,6 +124,8 @@ class KumulosUserTrigger(BaseTrigger):
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         note = RetryNote.of(retry_state)
         _metrics.retry(note.operation, note.reason)
+        if note.rate_limited:
+            _metrics.rate_limit_wait(note.operation, note.sleep)
         self.log.debug(
             "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
             note.operation,
