@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from airflow_provider_kumulos import _metrics, _policy
-from airflow_provider_kumulos._progress import ProgressLogger
+from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, ProgressLogger
 from airflow_provider_kumulos._sources import SourceRecord
 from airflow_provider_kumulos._storage import atomic_write, resolve_path
 from airflow_provider_kumulos.exceptions import (
@@ -462,9 +462,17 @@ def run_bulk(
     logger: logging.Logger | Any,
     total: int | None = None,
     request_stats: RequestStats | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
 ) -> BulkReport:
     """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report."""
-    progress = ProgressLogger(what, logger=logger, total=total, request_stats=request_stats)
+    progress = ProgressLogger(
+        what,
+        logger=logger,
+        total=total,
+        interval=progress_interval,
+        request_stats=request_stats,
+        counts_failures=True,
+    )
     with failures_file(failures_path, with_attributes) as on_failure:
         runner = BulkRunner(
             send,

@@ -1,8 +1,8 @@
-"""Progress lines for long operations: time-based cadence, counts, rate, ETA, retries.
+"""Progress lines for long operations: a time-based cadence, counts, rate, ETA, retries, one summary.
 
 People watch task logs while exports and bulk writes run for minutes to hours. One line every
-``interval`` seconds (never one per request), then one final summary line with every count.
-Lines carry counts only: never attribute values, never identifiers.
+``interval`` seconds (never one per request or per page), then one final summary line with every
+count and the duration. Lines carry counts only: never attribute values, never identifiers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,28 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
 if TYPE_CHECKING:
     from airflow_provider_kumulos.hooks.kumulos import RequestStats
 
+#: Seconds between progress lines unless an operator's ``progress_interval`` says otherwise.
+DEFAULT_INTERVAL = 10.0
 
-def _fmt_duration(seconds: float) -> str:
+
+def check_interval(value: object, parameter: str = "progress_interval") -> float:
+    """A progress interval in seconds (0 logs at every update, useful in tests only)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise KumulosInputError(
+            parameter,
+            f"{value!r} is not a number of seconds >= 0",
+            "Pass e.g. 30 for a line every 30 seconds.",
+        )
+    return float(value)
+
+
+def _format_duration(seconds: float) -> str:
+    """``4s``, ``2m05s``, ``1h02m05s``: short enough for a log line."""
     whole = max(0, round(seconds))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
@@ -28,7 +45,17 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class ProgressLogger:
-    """Log ``what: done/total (pct), rate/s, ETA, failed, retries`` at most every ``interval`` seconds."""
+    """Log ``what: done/total (pct), [failed], rate/s, ETA, requests, retries, rate-limit waits, elapsed``.
+
+    :param what: names the operation at the start of every line.
+    :param logger: where lines go (the operator's ``self.log``, so they land in the task log).
+    :param total: how many items there are, when known (shows percent and ETA).
+    :param interval: at most one line per ``interval`` seconds.
+    :param request_stats: the hook's counters, for requests, retries and rate-limit waits so far.
+    :param counts_failures: show ``failed N`` in every line, even while it is 0 (bulk writes).
+    :param resumed: items done by an earlier attempt (a resumed export): counted, but not in the rate.
+    :param clock: monotonic time source (tests may pass their own).
+    """
 
     def __init__(
         self,
@@ -36,8 +63,10 @@ class ProgressLogger:
         *,
         logger: logging.Logger | Any,
         total: int | None = None,
-        interval: float = 10.0,
+        interval: float = DEFAULT_INTERVAL,
         request_stats: RequestStats | None = None,
+        counts_failures: bool = False,
+        resumed: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what = what
@@ -45,24 +74,27 @@ class ProgressLogger:
         self.total = total
         self.interval = interval
         self.request_stats = request_stats
+        self.counts_failures = counts_failures
+        self.resumed = resumed
         self._clock = clock
         self.started = clock()
         self._last_line = self.started
-        self.done = 0
+        self.done = resumed
         self.failed = 0
         self.lines = 0
 
     @property
     def elapsed(self) -> float:
+        """Seconds since this logger was created."""
         return self._clock() - self.started
 
-    def update(self, done: int, *, failed: int = 0, total: int | None = None, force: bool = False) -> None:
+    def update(self, done: int, *, failed: int = 0, total: int | None = None) -> None:
         """Record progress; log a line if ``interval`` has passed since the last one."""
         self.done, self.failed = done, failed
         if total is not None:
             self.total = total
         now = self._clock()
-        if force or now - self._last_line >= self.interval:
+        if now - self._last_line >= self.interval:
             self._last_line = now
             self.lines += 1
             self.log.info("%s", self.describe(now))
@@ -70,33 +102,31 @@ class ProgressLogger:
     def describe(self, now: float | None = None) -> str:
         """The progress line for the current counts."""
         elapsed = max(1e-9, (self._clock() if now is None else now) - self.started)
-        rate = self.done / elapsed
-        parts = [f"{self.what}: {self.done:,}"]
+        rate = (self.done - self.resumed) / elapsed
+        head = f"{self.what}: {self.done:,}"
         if self.total:
-            pct = 100.0 * self.done / self.total
-            parts[0] += f"/{self.total:,} ({pct:.1f}%)"
+            head += f"/{self.total:,} ({100.0 * self.done / self.total:.1f}%)"
+        parts = [head]
+        if self.counts_failures or self.failed:
+            parts.append(f"failed {self.failed:,}")
         parts.append(f"{rate:,.0f}/s")
         if self.total and rate > 0 and self.done < self.total:
-            parts.append(f"ETA {_fmt_duration((self.total - self.done) / rate)}")
-        if self.failed:
-            parts.append(f"failed {self.failed:,}")
+            parts.append(f"ETA {_format_duration((self.total - self.done) / rate)}")
         parts.extend(self._request_parts())
-        parts.append(f"elapsed {_fmt_duration(elapsed)}")
+        parts.append(f"elapsed {_format_duration(elapsed)}")
         return ", ".join(parts)
 
     def _request_parts(self) -> list[str]:
         stats = self.request_stats
         if stats is None:
             return []
-        parts = [f"requests {stats.total_requests:,}", f"retries {stats.retries:,}"]
+        waits = f"rate-limit waits {stats.rate_limit_waits:,}"
         if stats.rate_limit_waits:
-            parts.append(
-                f"rate-limit waits {stats.rate_limit_waits:,} ({stats.rate_limit_wait_seconds:.1f}s)"
-            )
-        return parts
+            waits += f" ({stats.rate_limit_wait_seconds:.1f}s)"
+        return [f"requests {stats.total_requests:,}", f"retries {stats.retries:,}", waits]
 
     def finish(self, **counts: Any) -> str:
-        """Log and return the one final summary line: every count given, plus requests and duration."""
+        """Log and return the one final summary line: every count given, requests so far, the duration."""
         fields = [
             f"{key.replace('_', ' ')} {value:,}"
             if isinstance(value, int)
@@ -104,7 +134,7 @@ class ProgressLogger:
             for key, value in counts.items()
         ]
         fields.extend(self._request_parts())
-        fields.append(f"duration {_fmt_duration(self.elapsed)}")
+        fields.append(f"duration {_format_duration(self.elapsed)}")
         line = f"{self.what} finished: " + ", ".join(fields)
         self.log.info("%s", line)
         return line

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -94,9 +95,11 @@ class _AttributesOperator(BaseOperator):
         max_failures: int,
         failures_path: Any,
         dry_run: bool,
+        progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.progress_interval = check_interval(progress_interval)
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
         self.source_format = source_format
@@ -193,6 +196,7 @@ class _AttributesOperator(BaseOperator):
                     logger=self.log,
                     total=total,
                     request_stats=None if hook is None else hook.stats,
+                    progress_interval=self.progress_interval,
                 )
             finally:
                 if hook is not None:
@@ -213,8 +217,9 @@ class SetAttributesOperator(_AttributesOperator):
     Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
     reads the current attributes and overlays the new keys. Returns a summary (counts, first
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
-    writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). See
-    docs/attributes.md for every parameter.
+    writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
+    goes to the task log every ``progress_interval`` seconds (default 10). See docs/attributes.md
+    for every parameter.
     """
 
     template_fields = ("user_id", "attributes", "records", "source_path", "failures_path")
@@ -339,7 +344,7 @@ class DeleteAttributesOperator(_AttributesOperator):
 
     Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
     as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
-    failures file, ``max_failures`` and dry run as :class:`SetAttributesOperator`.
+    failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
     """
 
     template_fields = ("user_id", "user_ids", "source_path", "failures_path")
