@@ -66,7 +66,11 @@ class ExportRun:
         self.projection = Projection(options.kept_fields()) if options.projecting else None
         self.mismatch: str | None = None
         self.progress = ProgressLogger(
-            "Kumulos export", logger=log, interval=progress_interval, request_stats=hook.stats
+            "Kumulos export",
+            logger=log,
+            interval=progress_interval,
+            request_stats=hook.stats,
+            resumed=self.counts.users_scanned,
         )
 
     # --- set-up ---------------------------------------------------------------------------
@@ -126,9 +130,8 @@ class ExportRun:
         pages = self.hook.iter_pages(options.page_size, self.start_page, options.end_page, raw=raw)
         for page in pages:
             self.counts.saw_page(page.total_users)
-            self.seen.reserve(
-                self.counts.expected_users(options.start_page, options.end_page, options.page_size)
-            )
+            expected = self.counts.expected_users(options.start_page, options.end_page, options.page_size)
+            self.seen.reserve(expected)
             if isinstance(output, XComOutput):
                 output.check_total(page.total_users, filtering=self.stamp_field is not None)
             make_batch = batch_from_raw if raw else batch_from_dicts
@@ -142,7 +145,7 @@ class ExportRun:
                 position = selection.stop
                 if isinstance(output, PartedOutput) and output.room() == 0:
                     self._close_part(page.page, position, len(batch))
-            self.progress.update(self.counts.users_scanned, total=page.total_users)
+            self.progress.update(self.counts.users_scanned, total=expected)
 
     def _close_part(self, page: int, position: int, page_length: int) -> None:
         assert isinstance(self.output, PartedOutput)
