@@ -426,6 +426,15 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
             status=200,
             operation=request.operation,
         ) from None
+    if raw and not all(memoryview(user)[:1] == b"{" for user in decoded.users):
+        # The dict page type rejects such a page while decoding; raw users need the same check here,
+        # inside the retry loop, so both modes treat the answer alike.
+        raise KumulosResponseError(
+            f"{describe(request, 200)} with a page that does not match the documented shape "
+            "(a user is not a JSON object).",
+            status=200,
+            operation=request.operation,
+        )
     return UsersPage(
         users=decoded.users,
         total_users=decoded.totalUsers,
