@@ -55,28 +55,32 @@ class SeenIdentifiers:
         were consumed. One tight loop per page: this runs for every exported user.
         """
         table, mask = self._table, len(self._table) - 1
+        count, grow_at = self._count, self._limit
         positions: list[int] = []
-        duplicates = consumed = 0
+        append = positions.append
+        kept = duplicates = consumed = 0
         for index in candidates:
-            if limit is not None and len(positions) >= limit:
+            if kept == limit:
                 break
             consumed += 1
             key = (hash(identifiers[index]) & _MASK64) or 1
             slot = key & mask
-            while True:
-                current = table[slot]
-                if current == key:
-                    duplicates += 1
-                    break
-                if current == 0:
-                    table[slot] = key
-                    positions.append(index)
-                    self._count += 1
-                    if self._count > self._limit:
-                        self._grow()
-                        table, mask = self._table, len(self._table) - 1
-                    break
+            current = table[slot]
+            while current and current != key:
                 slot = (slot + 1) & mask
+                current = table[slot]
+            if current:
+                duplicates += 1
+                continue
+            table[slot] = key
+            append(index)
+            kept += 1
+            count += 1
+            if count > grow_at:
+                self._count = count
+                self._grow()
+                table, mask, grow_at = self._table, len(self._table) - 1, self._limit
+        self._count = count
         return positions, duplicates, consumed
 
     def _grow(self) -> None:

@@ -1,7 +1,8 @@
 """JSON Lines: one user per line, the API's user object unchanged (the default format).
 
 Users decoded raw are written as the exact bytes Kumulos sent; only a user that spans several
-lines (pretty-printed by the server) is re-encoded compactly, which keeps its content identical.
+lines (pretty-printed by the server) is re-encoded compactly when the page is read, which keeps
+its content identical.
 """
 
 from __future__ import annotations
@@ -27,13 +28,9 @@ def _identifier_decoder() -> Any:
 
 
 def encode_lines(users: Sequence[Any]) -> bytes:
-    """Users (``msgspec.Raw`` or dicts) as newline-terminated compact JSON, one per line."""
-    import msgspec
-
-    blob: bytes = _encoder().encode_lines(users)
-    if blob.count(b"\n") == len(users):
-        return blob
-    return b"".join(msgspec.json.format(_encoder().encode(user), indent=-1) + b"\n" for user in users)
+    """Users as newline-terminated JSON, one per line: dicts encoded compactly, ``msgspec.Raw``
+    users (already one line each, see ``records.batch_from_raw``) copied as they are."""
+    return _encoder().encode_lines(users)
 
 
 class JsonLinesWriter:

@@ -61,11 +61,18 @@ def _malformed(page: int, problem: str) -> KumulosResponseError:
 
 
 def batch_from_raw(page: int, users: Sequence[Any], stamp_field: str | None) -> PageBatch:
-    """Batch of ``msgspec.Raw`` users, decoding only what dedupe and filtering need."""
+    """Batch of ``msgspec.Raw`` users, decoding only what dedupe and filtering need.
+
+    Users always come out on one line each: a page the server pretty-printed has its users
+    re-encoded compactly (same content), so line-based formats can write the bytes as they are.
+    """
     import msgspec
 
+    joined = b"[" + b",".join(users) + b"]"
+    if b"\n" in joined:
+        users = [msgspec.Raw(msgspec.json.format(user, indent=-1)) for user in users]
     try:
-        metas = _meta_decoder().decode(b"[" + b",".join(users) + b"]")
+        metas = _meta_decoder().decode(joined)
     except msgspec.ValidationError as exc:
         raise _malformed(page, f"a user does not have the documented shape ({exc})") from None
     identifiers = [meta.identifier for meta in metas]

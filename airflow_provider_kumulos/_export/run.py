@@ -19,6 +19,7 @@ from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
 from airflow_provider_kumulos._export.formats import ExportFormat
 from airflow_provider_kumulos._export.options import ExportOptions, describe_options
 from airflow_provider_kumulos._export.outputs import FileOutput, PartedOutput, XComOutput
+from airflow_provider_kumulos._export.prefetch import Prefetcher
 from airflow_provider_kumulos._export.projection import Projection
 from airflow_provider_kumulos._export.records import batch_from_dicts, batch_from_raw
 from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
@@ -29,6 +30,7 @@ from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 if TYPE_CHECKING:
     import logging
 
+    from airflow_provider_kumulos._policy import UsersPage
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
 Output = XComOutput | FileOutput | PartedOutput
@@ -125,27 +127,37 @@ class ExportRun:
         return result
 
     def _export_pages(self) -> None:
-        options, output = self.options, self.output
-        raw = not self.fmt.needs_dicts and self.projection is None and not isinstance(output, XComOutput)
+        options = self.options
+        raw = not self.fmt.needs_dicts and self.projection is None and not isinstance(self.output, XComOutput)
         pages = self.hook.iter_pages(options.page_size, self.start_page, options.end_page, raw=raw)
-        for page in pages:
-            self.counts.saw_page(page.total_users)
-            expected = self.counts.expected_users(options.start_page, options.end_page, options.page_size)
-            self.seen.reserve(expected)
-            if isinstance(output, XComOutput):
-                output.check_total(page.total_users, filtering=self.stamp_field is not None)
-            make_batch = batch_from_raw if raw else batch_from_dicts
-            batch = make_batch(page.page, page.users, self.stamp_field)
-            self.fmt.prepare(batch.users)
-            position, self.skip = self.skip, 0
-            while position < len(batch):
-                selection = self.selector.select(batch, position, output.room())
-                output.write(batch.pick(selection.positions, self.projection))
-                selection.count_into(self.counts, position)
-                position = selection.stop
-                if isinstance(output, PartedOutput) and output.room() == 0:
-                    self._close_part(page.page, position, len(batch))
-            self.progress.update(self.counts.users_scanned, total=expected)
+        if isinstance(self.output, XComOutput):  # small by definition, and it must stop at the first page
+            for page in pages:
+                self._export_page(page, raw)
+            return
+        with Prefetcher(pages) as prefetched:
+            for page in prefetched:
+                self._export_page(page, raw)
+
+    def _export_page(self, page: UsersPage, raw: bool) -> None:
+        """Select, write and count one page, closing parts (and saving checkpoints) on the way."""
+        options, output = self.options, self.output
+        self.counts.saw_page(page.total_users)
+        expected = self.counts.expected_users(options.start_page, options.end_page, options.page_size)
+        self.seen.reserve(expected)
+        if isinstance(output, XComOutput):
+            output.check_total(page.total_users, filtering=self.stamp_field is not None)
+        make_batch = batch_from_raw if raw else batch_from_dicts
+        batch = make_batch(page.page, page.users, self.stamp_field)
+        self.fmt.prepare(batch.users)
+        position, self.skip = self.skip, 0
+        while position < len(batch):
+            selection = self.selector.select(batch, position, output.room())
+            output.write(batch.pick(selection.positions, self.projection))
+            selection.count_into(self.counts, position)
+            position = selection.stop
+            if isinstance(output, PartedOutput) and output.room() == 0:
+                self._close_part(page.page, position, len(batch))
+        self.progress.update(self.counts.users_scanned, total=expected)
 
     def _close_part(self, page: int, position: int, page_length: int) -> None:
         assert isinstance(self.output, PartedOutput)

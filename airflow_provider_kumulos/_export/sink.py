@@ -1,8 +1,9 @@
 """Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
 
-The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
-gzip-compressed, counted and hashed exactly as stored, and go to a temporary object that
-:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+The writer of a format writes to :attr:`Sink.stream`; underneath, a writer thread (optionally)
+gzip-compresses the bytes, counts and hashes them exactly as stored, and writes them to a
+temporary object that :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if
+the block completes.
 Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
 duplicates) decompresses the same way, and :func:`stored_digest` hashes the stored bytes again.
 """
@@ -13,6 +14,8 @@ import contextlib
 import gzip
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -58,19 +61,83 @@ class Sink:
     sha256: str = ""
 
 
+class _WriterThread(io.RawIOBase):
+    """Hands writes to a thread that compresses, hashes and stores them.
+
+    zlib, SHA-256 and file writes release the GIL, so that work overlaps with encoding the next
+    page instead of adding to it. At most ``depth`` chunks wait in the queue (bounded memory). A
+    failure in the thread is raised by the next ``write`` or by ``close``.
+    """
+
+    def __init__(self, target: IO[bytes], depth: int = 4) -> None:
+        super().__init__()
+        self._target = target
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._accepted = 0
+        self._thread = threading.Thread(target=self._run, name="kumulos-export-writer", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        """Always: this stream only writes."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Queue ``data`` (copied unless it is immutable bytes: the caller may reuse its buffer)."""
+        if self._error is not None:
+            raise self._error
+        chunk = data if type(data) is bytes else bytes(data)
+        self._queue.put(chunk)
+        self._accepted += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        """Bytes accepted so far (pyarrow asks for the position)."""
+        return self._accepted
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None and not self._abandoned:
+                try:
+                    self._target.write(chunk)
+                except BaseException as error:
+                    self._error = error
+
+    def close(self) -> None:
+        """Wait until every queued chunk is stored; raise what the thread met, if anything."""
+        if not self.closed:
+            self._queue.put(None)
+            self._thread.join()
+            super().close()
+        if self._error is not None and not self._abandoned:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop storing (the file is being discarded) and wait for the thread to finish."""
+        self._abandoned = True
+        self.close()
+
+
 @contextlib.contextmanager
 def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink]:
     """Write ``path`` atomically, gzip-compressed when asked; the object exists only after a clean exit."""
     with atomic_write(path, "wb") as raw:
         hashing = _HashingWriter(raw)
-        stream: IO[bytes] = (
+        encoded: IO[bytes] = (
             gzip.GzipFile(filename="", fileobj=hashing, mode="wb", mtime=0)  # type: ignore[assignment]
             if compression == "gzip"
-            else io.BufferedWriter(hashing, buffer_size=1 << 20)
+            else hashing
         )
-        sink = Sink(stream)
-        yield sink
-        stream.close()
+        writer = _WriterThread(encoded)
+        sink = Sink(io.BufferedWriter(writer, buffer_size=1 << 20))
+        try:
+            yield sink
+        except BaseException:
+            writer.abandon()
+            raise
+        sink.stream.close()
+        encoded.close()
         sink.nbytes, sink.sha256 = hashing.nbytes, hashing.sha256.hexdigest()
 
 

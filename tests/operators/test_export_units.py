@@ -1,4 +1,4 @@
-"""The compact dedupe table behaves exactly like a set, through growth, limits and candidate lists."""
+"""Pieces of the export on their own: the dedupe table (like a set, compact), selection, page batches."""
 
 from __future__ import annotations
 
@@ -66,3 +66,33 @@ def test_reserve_sizes_the_table_once() -> None:
     assert seen.nbytes == size
     seen.reserve(10)
     assert seen.nbytes == size
+
+
+def test_pretty_printed_users_are_made_single_line_with_the_same_content() -> None:
+    import json
+
+    import msgspec
+
+    from airflow_provider_kumulos._export.jsonl import encode_lines
+    from airflow_provider_kumulos._export.records import batch_from_raw
+
+    body = b'[{"identifier": "a",\n  "attributes": {"note": "two\\nlines"}},\n {"identifier": "b"}]'
+    users = msgspec.json.decode(body, type=list[msgspec.Raw])
+    batch = batch_from_raw(1, users, None)
+    assert batch.identifiers == ["a", "b"]
+    lines = encode_lines(batch.users).splitlines()
+    assert [json.loads(line) for line in lines] == json.loads(body)
+    assert len(lines) == 2
+
+
+def test_a_user_without_identifier_is_a_response_error() -> None:
+    import msgspec
+    import pytest
+
+    from airflow_provider_kumulos._export.records import batch_from_dicts, batch_from_raw
+    from airflow_provider_kumulos.exceptions import KumulosResponseError
+
+    with pytest.raises(KumulosResponseError, match="page 7"):
+        batch_from_raw(7, msgspec.json.decode(b'[{"name": "x"}]', type=list[msgspec.Raw]), None)
+    with pytest.raises(KumulosResponseError, match="no string identifier"):
+        batch_from_dicts(7, [{"identifier": 3}], None)
