@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +100,72 @@ def test_a_user_without_identifier_is_a_response_error() -> None:
         batch_from_raw(7, msgspec.json.decode(b'[{"name": "x"}]', type=list[msgspec.Raw]), None)
     with pytest.raises(KumulosResponseError, match="no string identifier"):
         batch_from_dicts(7, [{"identifier": 3}], None)
+
+
+def test_prefetcher_yields_in_order_then_raises_the_source_error() -> None:
+    import pytest
+
+    from airflow_provider_kumulos._export.prefetch import Prefetcher
+
+    def source() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("page 6 failed")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="page 6 failed"), Prefetcher(source(), depth=2) as items:
+        got.extend(items)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_prefetcher_stops_fetching_when_the_consumer_gives_up() -> None:
+    import pytest
+
+    from airflow_provider_kumulos._export.prefetch import Prefetcher
+
+    fetched: list[int] = []
+
+    def source() -> Iterator[int]:
+        for item in range(1000):
+            fetched.append(item)
+            yield item
+
+    prefetcher = Prefetcher(source(), depth=2)
+    with pytest.raises(RuntimeError), prefetcher as items:
+        next(items)
+        raise RuntimeError("disk full")
+    prefetcher._thread.join(timeout=5)
+    assert not prefetcher._thread.is_alive()
+    assert len(fetched) <= 4  # the item in hand, two queued, one waiting to be queued
+
+
+class _FailingTarget(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise OSError("No space left on device")
+
+
+def test_writer_thread_reports_a_storage_failure() -> None:
+    import pytest
+
+    from airflow_provider_kumulos._export.sink import _WriterThread
+
+    writer = _WriterThread(_FailingTarget())  # type: ignore[arg-type]
+    writer.write(b"first chunk")
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(100):
+            writer.write(b"more")
+        writer.close()
+
+
+def test_writer_thread_stores_everything_in_order_before_close_returns() -> None:
+    from airflow_provider_kumulos._export.sink import _WriterThread
+
+    target = io.BytesIO()
+    writer = _WriterThread(target, depth=1)
+    for index in range(200):
+        writer.write(memoryview(f"{index},".encode()))
+    writer.close()
+    assert target.getvalue() == b"".join(f"{index},".encode() for index in range(200))
+    assert writer.tell() == len(target.getvalue())
