@@ -19,9 +19,11 @@ from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_provider_kumulos._bulk import Job
+    from airflow_provider_kumulos._lineage import LineageFacts
     from airflow_provider_kumulos._sources import SourceRecord
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
@@ -100,6 +102,7 @@ class _AttributesOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.progress_interval = check_interval(progress_interval)
+        self._lineage: LineageFacts | None = None
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
         self.source_format = source_format
@@ -171,6 +174,7 @@ class _AttributesOperator(BaseOperator):
         pushed to XCom first, the failures file is already published, then the task fails.
         """
         from airflow_provider_kumulos import _bulk
+        from airflow_provider_kumulos._lineage import bulk_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
         failures_path = _bulk.check_failures_path(self.failures_path)
@@ -201,11 +205,21 @@ class _AttributesOperator(BaseOperator):
             finally:
                 if hook is not None:
                     hook.close()
+        counts = report.result.counts
+        applied = counts.succeeded + counts.missing
+        # Only a run that applied something has resolved (and so can name) its Kumulos app.
+        self._lineage = bulk_lineage(self.source_path, hook.config if hook and applied else None, applied)
         error = report.error(self.max_failures)
         if error is not None:
             context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
             raise error
         return report.summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: ``source_path`` (if any) in, the Kumulos users out (see docs/observability.md)."""
+        from airflow_provider_kumulos._lineage import operator_lineage
+
+        return operator_lineage(self._lineage)
 
 
 class SetAttributesOperator(_AttributesOperator):

@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import BaseOperator
 
 from airflow_provider_kumulos._export.options import MAX_PAGE_SIZE, check_split_every, check_static
+from airflow_provider_kumulos._progress import check_interval
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+
+    from airflow_provider_kumulos._lineage import LineageFacts
 
 __all__ = [
     "ExportUsersOperator",
@@ -114,12 +118,14 @@ class ExportUsersOperator(BaseOperator):
         self.end_page = end_page
         self.attribute_columns = attribute_columns
         self.hook_params = dict(hook_params or {})
-        self.progress_interval = progress_interval
+        self.progress_interval = check_interval(progress_interval)
+        self._lineage: LineageFacts | None = None
 
     def execute(self, context: Context) -> Any:
         """Validate the rendered arguments, run the export, return users or the summary dict."""
         from airflow_provider_kumulos._export.options import build_options
         from airflow_provider_kumulos._export.run import ExportRun
+        from airflow_provider_kumulos._lineage import export_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
         options = build_options(
@@ -141,9 +147,18 @@ class ExportUsersOperator(BaseOperator):
         state_store = cast("dict[str, Any]", context).get("task_state_store")
         hook = KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)
         try:
-            return ExportRun(hook, options, self.log, state_store, self.progress_interval).run()
+            export = ExportRun(hook, options, self.log, state_store, self.progress_interval)
+            result = export.run()
         finally:
             hook.close()
+        self._lineage = export_lineage(hook.config, options, export.fmt, result)
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the Kumulos users in, the written file or folder out (see docs/observability.md)."""
+        from airflow_provider_kumulos._lineage import operator_lineage
+
+        return operator_lineage(self._lineage)
 
 
 def plan_export_partitions(
