@@ -32,6 +32,8 @@ class PageBatch:
         """The users at ``positions``, projected when asked."""
         users = self.users
         if projection is None:
+            if len(positions) == len(users):  # every user of the page kept
+                return list(users)
             return [users[i] for i in positions]
         return [projection.apply(users[i]) for i in positions]
 
@@ -68,7 +70,11 @@ def batch_from_raw(page: int, users: Sequence[Any], stamp_field: str | None) -> 
     """
     import msgspec
 
-    joined = b"[" + b",".join(users) + b"]"
+    if not users:
+        return PageBatch(page, users, [], None if stamp_field is None else [])
+    pieces = [b","] * (2 * len(users) + 1)  # "[", user, ",", user, ..., "]": one copy of the page
+    pieces[0], pieces[1::2], pieces[-1] = b"[", users, b"]"
+    joined = b"".join(pieces)
     if b"\n" in joined:
         users = [msgspec.Raw(msgspec.json.format(user, indent=-1)) for user in users]
     try:
