@@ -7,9 +7,11 @@ count and the duration. Lines carry counts only: never attribute values, never i
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos.exceptions import KumulosInputError
@@ -82,6 +84,7 @@ class ProgressLogger:
         self.done = resumed
         self.failed = 0
         self.lines = 0
+        self._lock = threading.Lock()
 
     @property
     def elapsed(self) -> float:
@@ -93,11 +96,46 @@ class ProgressLogger:
         self.done, self.failed = done, failed
         if total is not None:
             self.total = total
-        now = self._clock()
-        if now - self._last_line >= self.interval:
+        self._log_if_due()
+
+    def _log_if_due(self) -> float:
+        """Log a line if one is due; return the seconds until the next one is."""
+        with self._lock:
+            now = self._clock()
+            wait = self._last_line + self.interval - now
+            if wait > 0:
+                return wait
             self._last_line = now
             self.lines += 1
-            self.log.info("%s", self.describe(now))
+            line = self.describe(now)
+        self.log.info("%s", line)
+        return self.interval
+
+    @contextlib.contextmanager
+    def ticking(self) -> Iterator[ProgressLogger]:
+        """Keep the cadence while no update arrives (a slow page, a long rate-limit pause).
+
+        A daemon thread logs the latest counts whenever ``interval`` passes without a line, so the
+        task log shows the operation is alive and how many retries and waits it has met so far.
+        With ``interval`` 0 (a line at every update) there is no thread.
+        """
+        if self.interval <= 0:
+            yield self
+            return
+        stop = threading.Event()
+
+        def tick() -> None:
+            wait = self._log_if_due()
+            while not stop.wait(wait):
+                wait = self._log_if_due()
+
+        thread = threading.Thread(target=tick, name="kumulos-progress", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def describe(self, now: float | None = None) -> str:
         """The progress line for the current counts."""

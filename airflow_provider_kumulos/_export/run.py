@@ -116,7 +116,8 @@ class ExportRun:
     def run(self) -> Any:
         """Export every page; publish on success, leave nothing at the final path on failure."""
         try:
-            self._export_pages()
+            with self.progress.ticking():
+                self._export_pages()
             self._check_counts()
             result = self._publish()
         except BaseException as error:
