@@ -181,19 +181,22 @@ def connection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfi
 
 
 async def aconnection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfig:
-    """Fetch connection ``conn_id`` without blocking the event loop and resolve it (for triggers)."""
-    from airflow.sdk import BaseHook
+    """Fetch connection ``conn_id`` without blocking the event loop and resolve it (for triggers).
 
-    aget_connection = getattr(BaseHook, "aget_connection", None)
+    From Airflow 3.3.2 (``Connection.aextra_dejson``) the async getters mask secrets asynchronously.
+    Before that they mask with a blocking call to the supervisor, which fails on a busy event loop,
+    so the synchronous lookup runs in a worker thread instead.
+    """
+    from airflow.sdk import BaseHook, Connection
+    from asgiref.sync import sync_to_async
+
+    native_async = hasattr(Connection, "aextra_dejson")
     try:
-        if aget_connection is not None:
-            conn = await aget_connection(conn_id)
-        else:  # Airflow releases without the async getter
-            from asgiref.sync import sync_to_async
-
+        if native_async:
+            conn = await BaseHook.aget_connection(conn_id)
+        else:
             conn = await sync_to_async(BaseHook.get_connection)(conn_id)
     except _not_found_errors():
         raise _undefined(conn_id) from None
-    aextra_dejson = getattr(conn, "aextra_dejson", None)
-    extra = await aextra_dejson() if aextra_dejson is not None else conn.extra_dejson
+    extra = await conn.aextra_dejson() if native_async else await sync_to_async(lambda: conn.extra_dejson)()
     return resolve_client_config(conn_id, conn, extra or {}, overrides)

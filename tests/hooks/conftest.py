@@ -37,3 +37,22 @@ def received(kumulos_emulator: KumulosEmulator) -> Callable[..., list[RecordedRe
 def user_id(kumulos_emulator: KumulosEmulator) -> str:
     """The id of a user that exists in the emulator."""
     return kumulos_emulator.user_ids()[0]
+
+
+@pytest.fixture
+def undefined_conn_id() -> str:
+    """A connection id nothing defines; skips where Airflow cannot say so outside a task.
+
+    Airflow 3.1 asks the API server for connections it cannot find elsewhere, through a channel
+    that only exists inside a running task (tests/sensors covers that case in a real DAG run).
+    """
+    from airflow.sdk import BaseHook
+
+    conn_id = "kumulos_defined_nowhere"
+    try:
+        BaseHook.get_connection(conn_id)
+    except ImportError:
+        pytest.skip("this Airflow release looks up undefined connections only inside a task")
+    except Exception:
+        return conn_id
+    raise AssertionError(f"connection {conn_id!r} is unexpectedly defined")

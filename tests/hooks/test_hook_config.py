@@ -160,9 +160,9 @@ def test_missing_credentials_are_a_config_error(connect: Callable[..., KumulosCR
         connect(conn).get_users_page(1, 1)
 
 
-def test_undefined_connection_is_a_config_error() -> None:
-    with pytest.raises(KumulosConfigError, match="'kumulos_nowhere' is not defined"):
-        KumulosCRMHook("kumulos_nowhere").get_users_page(1, 1)
+def test_undefined_connection_is_a_config_error(undefined_conn_id: str) -> None:
+    with pytest.raises(KumulosConfigError, match=f"'{undefined_conn_id}' is not defined"):
+        KumulosCRMHook(undefined_conn_id).get_users_page(1, 1)
 
 
 @pytest.mark.parametrize(

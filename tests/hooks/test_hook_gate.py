@@ -22,7 +22,7 @@ def test_max_requests_per_second_spaces_requests(
         hook.get_attributes(user_id)
     stamps = [r.timestamp for r in received()]
     assert all(later - earlier >= 0.09 for earlier, later in itertools.pairwise(stamps))
-    assert stamps[-1] - stamps[0] >= 0.5
+    assert stamps[-1] - stamps[0] >= 0.45  # 5 gaps of 0.1 s, less jitter in the receive times
 
 
 def test_without_a_cap_the_gate_does_not_wait() -> None:

@@ -16,7 +16,6 @@ import pytest
 
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
-    KumulosConfigError,
     KumulosError,
     KumulosInputError,
     KumulosUserNotFoundError,
@@ -149,11 +148,6 @@ def test_bad_arguments_fail_before_any_request(
         sensor(deferrable=deferrable, **kwargs).execute(CONTEXT)
     assert caught.value.parameter == parameter
     assert emulator.requests == []
-
-
-def test_undefined_connection_fails_at_once() -> None:
-    with pytest.raises(KumulosConfigError, match="is not defined"):
-        sensor(user_id="someone", kumulos_conn_id="kumulos_sensor_nowhere").execute(CONTEXT)
 
 
 # --- deferrable mode --------------------------------------------------------------------------

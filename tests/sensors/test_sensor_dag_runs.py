@@ -182,3 +182,20 @@ def test_auth_failure_inside_the_trigger_fails_the_task_with_the_same_error(
         "python-requests",
         "python-httpx",
     ]
+
+
+def test_undefined_connection_fails_fast_with_a_config_error(
+    dag_runner: Any, emulator: KumulosEmulator, failures: Path
+) -> None:
+    common = "user_id='anyone', kumulos_conn_id='kumulos_defined_nowhere', poke_interval=120, timeout=600"
+    source = dag_source(
+        "kumulos_sensor_undefined_connection",
+        failures,
+        [f"task_id='poke', {common}", f"task_id='deferrable', {common}, deferrable=True"],
+    )
+    started = time.monotonic()
+    run = dag_runner.run(source, "kumulos_sensor_undefined_connection")
+    assert time.monotonic() - started < 60
+    assert dag_runner.states(run) == {"poke": "failed", "deferrable": "failed"}
+    assert failed_with(failures) == {"poke": "KumulosConfigError", "deferrable": "KumulosConfigError"}
+    assert emulator.requests == []

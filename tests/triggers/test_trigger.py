@@ -193,10 +193,10 @@ def test_invalid_arguments_fire_an_input_error_without_requests(
     assert kumulos_emulator.requests == []
 
 
-def test_undefined_connection_fires_a_config_error() -> None:
-    (event,) = events(KumulosUserTrigger("someone", "kumulos_undefined_for_trigger", poke_interval=0.1))
+def test_undefined_connection_fires_a_config_error(undefined_conn_id: str) -> None:
+    (event,) = events(KumulosUserTrigger("someone", undefined_conn_id, poke_interval=0.1))
     assert event["error"]["error"] == "KumulosConfigError"
-    assert "'kumulos_undefined_for_trigger' is not defined" in event["error"]["message"]
+    assert f"'{undefined_conn_id}' is not defined" in event["error"]["message"]
 
 
 def test_unreadable_ca_bundle_fires_a_config_error(connection: Callable[..., str], tmp_path: Any) -> None:
