@@ -227,7 +227,9 @@ def test_an_app_is_named_by_host_and_api_key_digest_never_by_a_secret() -> None:
     assert kumulos_users(proxied).namespace == f"kumulos://[::1]:8080/{digest}"
     other_app = ClientConfig("https://crm.kumulos.com", "another-api-key", "the-server-key")
     assert kumulos_users(other_app).namespace != kumulos_users(config).namespace
-    assert "the-server-key" not in repr(kumulos_users(config)) and "the-api-key" not in repr(kumulos_users(config))
+    assert "the-server-key" not in repr(kumulos_users(config)) and "the-api-key" not in repr(
+        kumulos_users(config)
+    )
 
 
 def test_local_paths_are_named_like_openlineage_names_files(
