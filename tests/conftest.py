@@ -67,6 +67,7 @@ class DagRunner:
     def run(self, source_or_path: str | Path, dag_id: str, **test_kwargs: Any) -> Any:
         path = source_or_path if isinstance(source_or_path, Path) else self.write(source_or_path)
         dag = self.load(path, dag_id)
+        _serialize_for_old_airflow(dag)
         return dag.test(**test_kwargs)
 
     @staticmethod
@@ -98,6 +99,21 @@ class DagRunner:
             if row is None:
                 return None
             return XComModel.deserialize_value(row)
+
+
+def _serialize_for_old_airflow(dag: Any) -> None:
+    """Airflow 3.1's ``dag.test()`` needs the DAG serialised in the DB first (3.2+ does it itself)."""
+    from airflow import __version__
+    from packaging.version import Version
+
+    if Version(__version__) >= Version("3.2"):
+        return
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.models.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag.fileloc)
+    sync_bag_to_db(bag, "dags-folder", None)
 
 
 @pytest.fixture
