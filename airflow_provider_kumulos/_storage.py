@@ -49,13 +49,16 @@ def resolve_path(
     if "://" not in text:
         text = "file://" + os.path.abspath(os.path.expanduser(text))
     try:
-        return ObjectStoragePath(text)
+        path = ObjectStoragePath(text)
+        # Airflow 3.1 resolves the filesystem lazily: meet an unknown scheme here, before any request.
+        path.fs  # noqa: B018
     except ValueError as exc:
         raise KumulosInputError(
             parameter,
             f"{text!r} cannot be opened ({exc})",
             "Use a scheme Airflow's ObjectStoragePath supports (file, s3, gs, abfs...) and install its provider.",
         ) from None
+    return path
 
 
 def temp_sibling(path: ObjectStoragePath) -> ObjectStoragePath:
