@@ -27,6 +27,8 @@ from airflow_provider_kumulos.operators.export import ExportUsersOperator
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 
 INTERVAL = 0.1
+#: Colour codes, which some Airflow releases put around parts of console log lines.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: ``2026-01-01T12:00:00.123456Z [info     ] <message> [logger] ...``: how a task log line starts.
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z? \[(\w+)\s*\]")
 EXPORT_LINE = re.compile(
@@ -55,7 +57,7 @@ def _ints(match: re.Match[str], *groups: int) -> tuple[int, ...]:
 def _logged(out: str, pattern: re.Pattern[str]) -> list[tuple[datetime, str, re.Match[str]]]:
     """(time, level, match) of every task-log line that ``pattern`` matches."""
     found = []
-    for line in out.splitlines():
+    for line in ANSI.sub("", out).splitlines():
         stamp, match = STAMP.match(line), pattern.search(line)
         if stamp and match:
             found.append((datetime.fromisoformat(stamp.group(1)), stamp.group(2), match))
@@ -185,6 +187,7 @@ def test_a_bulk_write_logs_done_failed_total_and_a_summary_matching_its_outcome(
     assert (total, succeeded, failures, skipped, duplicates) == (600, 594, 6, 0, 0)
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (total, succeeded, failures)
     assert (requests, retries, waits) == (600, 0, 0) == (len(kumulos_connection.requests), 0, 0)
+    logged = ANSI.sub("", logged)
     failure_lines = [line for line in logged.splitlines() if "First failures" in line]
     assert len(failure_lines) == 1 and "[warning" in failure_lines[0]
     assert failure_lines[0].count("'bulk-") == 5, "identifiers only in the failure list, cut to five"
