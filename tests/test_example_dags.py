@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,17 +25,26 @@ DAG_IDS = {"kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboardin
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
-def _load(dag_runner: Any, dag_id: str) -> Any:
-    """The example DAG ``dag_id``, copied into the dags folder and parsed from there."""
-    path = dag_runner.write((EXAMPLES / f"{dag_id}.py").read_text(), name=dag_id)
-    return dag_runner.load(path, dag_id)
+#: How the examples that retry declare it; failure tests turn it off.
+RETRIES = '"retries": 2'
 
 
-def _no_retries(dag: Any) -> Any:
-    """Fail at the first error instead of waiting out the examples' retry delays."""
-    for task in dag.tasks:
-        task.retries = 0
-    return dag
+def _example(dag_runner: Any, dag_id: str, *, retries: bool = True) -> Path:
+    """Copy example ``dag_id`` into the dags folder; returns its path there.
+
+    ``retries=False`` sets its task retries to 0, so that a failure ends the run at once instead of
+    waiting out the example's retry delay.
+    """
+    source = (EXAMPLES / f"{dag_id}.py").read_text()
+    if not retries:
+        assert RETRIES in source, f"{dag_id} no longer declares {RETRIES}"
+        source = source.replace(RETRIES, '"retries": 0')
+    return dag_runner.write(source, name=dag_id)
+
+
+def _run(dag_runner: Any, dag_id: str, *, retries: bool = True, **test_kwargs: Any) -> Any:
+    """Run example ``dag_id`` with ``dag.test(**test_kwargs)``; returns the DAG run."""
+    return dag_runner.run(_example(dag_runner, dag_id, retries=retries), dag_id, **test_kwargs)
 
 
 def _jsonl(text: str) -> list[dict[str, Any]]:
@@ -129,9 +139,7 @@ def test_parse_probe_detects_a_heavy_top_level_import(airflow_home: Path, tmp_pa
 def test_export_users_writes_every_user_to_s3_and_emits_its_asset(
     dag_runner: Any, kumulos_connection: Any, s3_output: str, s3_client: Any
 ) -> None:
-    dag = _no_retries(_load(dag_runner, "kumulos_export_users"))
-
-    dag_run = dag.test()
+    dag_run = _run(dag_runner, "kumulos_export_users")
 
     assert dag_runner.states(dag_run) == {"export_users": "success"}
     key = f"users/ds={dag_run.logical_date:%Y-%m-%d}/users.jsonl"
@@ -151,9 +159,7 @@ def test_export_users_failure_publishes_nothing(
     wrong = json.loads(kumulos_emulator.connection_uri())
     wrong["password"] = "not-the-server-key"
     monkeypatch.setenv("AIRFLOW_CONN_KUMULOS_DEFAULT", json.dumps(wrong))
-    dag = _no_retries(_load(dag_runner, "kumulos_export_users"))
-
-    dag_run = dag.test()
+    dag_run = _run(dag_runner, "kumulos_export_users", retries=False)
 
     assert dag_runner.states(dag_run) == {"export_users": "failed"}
     assert str(dag_run.state) == "failed"
@@ -224,9 +230,8 @@ def test_segment_refresh_sets_the_computed_segments_and_keeps_other_attributes(
     emulator = kumulos_connection
     _add_edge_case_users(emulator)
     before = {user["identifier"]: user for user in emulator.users()}
-    dag = _no_retries(_load(dag_runner, "kumulos_segment_refresh"))
 
-    dag_run = dag.test(logical_date=AS_OF)
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
 
     assert set(dag_runner.states(dag_run).values()) == {"success"}
     for identifier, user in before.items():
@@ -273,13 +278,12 @@ def test_segment_refresh_rerun_sends_only_changes(
     dag_runner: Any, kumulos_connection: Any, local_output: Path
 ) -> None:
     emulator = kumulos_connection
-    dag = _no_retries(_load(dag_runner, "kumulos_segment_refresh"))
-    dag.test(logical_date=AS_OF)
+    _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
     changed = emulator.user_ids()[0]
     emulator.set_attributes(changed, {"inactive_30d": "stale"})
     emulator.clear_requests()
 
-    dag_run = dag.test(logical_date=AS_OF)
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
 
     report = dag_runner.xcom(dag_run, "report")
     assert (report["users_exported"], report["users_to_update"], report["users_unchanged"]) == (50, 1, 49)
@@ -297,9 +301,8 @@ def test_segment_refresh_tolerates_a_few_rejected_users_and_lists_them(
     emulator.reject_users(
         {identifier: (422, {"errors": {"attributes": ["invalid"]}}) for identifier in rejected}
     )
-    dag = _no_retries(_load(dag_runner, "kumulos_segment_refresh"))
 
-    dag_run = dag.test(logical_date=AS_OF)
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
 
     assert set(dag_runner.states(dag_run).values()) == {"success"}
     report = dag_runner.xcom(dag_run, "report")
@@ -316,9 +319,8 @@ def test_segment_refresh_fails_when_too_many_users_are_rejected(
     emulator.reject_users(
         {identifier: (422, {"errors": {"attributes": ["invalid"]}}) for identifier in rejected}
     )
-    dag = _no_retries(_load(dag_runner, "kumulos_segment_refresh"))
 
-    dag_run = dag.test(logical_date=AS_OF)
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", retries=False, logical_date=AS_OF)
 
     states = dag_runner.states(dag_run)
     assert (states["push_segments"], states["report"]) == ("failed", "upstream_failed")
@@ -332,10 +334,25 @@ def test_segment_refresh_fails_when_too_many_users_are_rejected(
 # --- kumulos_onboarding -----------------------------------------------------------------------
 
 
-def _fast_polling(dag: Any) -> Any:
-    """Poll every half second instead of every 5 seconds, to keep the test short."""
-    dag.get_task("wait_for_user").poke_interval = 0.5
-    return dag
+def _polled_by_trigger(entry: Any, user_id: str) -> bool:
+    """Whether a recorded request is the trigger (httpx) asking about ``user_id``."""
+    return entry.identifier == user_id and "httpx" in entry.headers.get("User-Agent", "")
+
+
+def _create_after_trigger_polls(emulator: Any, user_id: str, attributes: dict[str, Any]) -> threading.Thread:
+    """Create the user once the trigger has asked for it (or after 120 s, so the run always ends)."""
+
+    def create() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            _polled_by_trigger(entry, user_id) for entry in emulator.requests
+        ):
+            time.sleep(0.1)
+        emulator.add_user(user_id, attributes)
+
+    thread = threading.Thread(target=create, name="create-user", daemon=True)
+    thread.start()
+    return thread
 
 
 def test_onboarding_waits_in_the_trigger_then_tags_and_clears_the_user(
@@ -343,14 +360,10 @@ def test_onboarding_waits_in_the_trigger_then_tags_and_clears_the_user(
 ) -> None:
     emulator = kumulos_connection
     user_id = "signed-up/later é"
-    creator = threading.Timer(2.0, emulator.add_user, args=(user_id, {"source": "app"}))
-    dag = _fast_polling(_no_retries(_load(dag_runner, "kumulos_onboarding")))
+    creator = _create_after_trigger_polls(emulator, user_id, {"source": "app"})
 
-    creator.start()
-    try:
-        dag_run = dag.test(run_conf={"user_id": user_id})
-    finally:
-        creator.cancel()
+    dag_run = _run(dag_runner, "kumulos_onboarding", run_conf={"user_id": user_id})
+    creator.join()
 
     assert dag_runner.states(dag_run) == {
         "wait_for_user": "success",
@@ -358,8 +371,9 @@ def test_onboarding_waits_in_the_trigger_then_tags_and_clears_the_user(
         "clear_attributes": "success",
     }
     calls = [entry for entry in emulator.requests if entry.identifier == user_id]
-    polls = [entry for entry in calls if entry.method == "GET" and entry.status == 404]
-    assert any("httpx" in entry.headers.get("User-Agent", "") for entry in polls), "the trigger never polled"
+    polls = [entry for entry in calls if _polled_by_trigger(entry, user_id)]
+    assert polls and polls[0].status == 404, "the trigger never polled while the user was missing"
+    assert polls[-1].status == 200
     put = next(entry for entry in calls if entry.method == "PUT")
     assert put.json() == {"source": "app", "onboarding_stage": "welcome", "onboarding_run": dag_run.run_id}
     assert [entry.method for entry in calls][-1] == "DELETE"
@@ -369,13 +383,10 @@ def test_onboarding_waits_in_the_trigger_then_tags_and_clears_the_user(
 def test_onboarding_of_an_existing_user_does_not_defer(dag_runner: Any, kumulos_connection: Any) -> None:
     emulator = kumulos_connection
     user_id = emulator.user_ids()[3]
-    dag = _no_retries(_load(dag_runner, "kumulos_onboarding"))
-
-    dag_run = dag.test(run_conf={"user_id": user_id})
+    dag_run = _run(dag_runner, "kumulos_onboarding", run_conf={"user_id": user_id})
 
     assert set(dag_runner.states(dag_run).values()) == {"success"}
-    calls = [entry for entry in emulator.requests if entry.identifier == user_id]
-    assert not any("httpx" in entry.headers.get("User-Agent", "") for entry in calls)
+    assert not any(_polled_by_trigger(entry, user_id) for entry in emulator.requests)
     assert emulator.get_attributes(user_id) == {}
 
 
@@ -384,10 +395,8 @@ def test_onboarding_rejects_an_empty_user_id_before_any_request(
 ) -> None:
     from airflow.exceptions import ParamValidationError
 
-    dag = _load(dag_runner, "kumulos_onboarding")
-
     with pytest.raises(ParamValidationError, match="user_id"):
-        dag.test(run_conf={"user_id": ""})
+        _run(dag_runner, "kumulos_onboarding", run_conf={"user_id": ""})
     assert kumulos_connection.requests == []
 
 
@@ -397,9 +406,7 @@ def test_onboarding_rejects_an_empty_user_id_before_any_request(
 def test_parallel_export_partitions_cover_every_user_once_on_s3(
     dag_runner: Any, kumulos_connection: Any, s3_output: str, s3_client: Any
 ) -> None:
-    dag = _no_retries(_load(dag_runner, "kumulos_parallel_export"))
-
-    dag_run = dag.test(run_conf={"partitions": 3, "page_size": 10})
+    dag_run = _run(dag_runner, "kumulos_parallel_export", run_conf={"partitions": 3, "page_size": 10})
 
     states = dag_runner.states(dag_run)
     assert set(states.values()) == {"success"}
@@ -430,9 +437,7 @@ def test_parallel_export_rejects_a_page_size_above_the_api_limit(
 ) -> None:
     from airflow.exceptions import ParamValidationError
 
-    dag = _load(dag_runner, "kumulos_parallel_export")
-
     with pytest.raises(ParamValidationError, match="page_size"):
-        dag.test(run_conf={"page_size": 5000})
+        _run(dag_runner, "kumulos_parallel_export", run_conf={"page_size": 5000})
     assert kumulos_connection.requests == []
     assert not local_output.exists()
