@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from _common import ROOT, airflow_env, emulator_process  # shared helpers, standard library only
 
-from airflow_provider_kumulos.testing._emulator_data import REFERENCE_DATE
+from airflow_provider_kumulos.testing.emulator import REFERENCE_DATE
 
 USERS = 10_000
 DAG_ID = "kumulos_segment_refresh"

@@ -32,13 +32,14 @@ from typing import Any
 
 from airflow_provider_kumulos.testing._emulator_admin import ADMIN_PREFIX, handle_admin
 from airflow_provider_kumulos.testing._emulator_api import fault_response, handle_api
+from airflow_provider_kumulos.testing._emulator_data import REFERENCE_DATE
 from airflow_provider_kumulos.testing._emulator_faults import Fault, FaultPlan, FaultRates
 from airflow_provider_kumulos.testing._emulator_http import EmulatorHTTPServer, Request, Response
 from airflow_provider_kumulos.testing._emulator_log import RecordedRequest, RequestLog
 from airflow_provider_kumulos.testing._emulator_store import UserStore
 from airflow_provider_kumulos.testing._emulator_tls import make_self_signed_cert, server_context
 
-__all__ = ["Fault", "KumulosEmulator", "RecordedRequest", "main", "make_self_signed_cert"]
+__all__ = ["REFERENCE_DATE", "Fault", "KumulosEmulator", "RecordedRequest", "main", "make_self_signed_cert"]
 
 
 class KumulosEmulator:
