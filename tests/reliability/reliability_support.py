@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,7 @@ class Figures:
 
 
 def _compact(value: Any) -> str:
+    """A figure as the terminal summary shows it."""
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, dict):
@@ -99,14 +102,40 @@ class Stopwatch:
 
     @property
     def seconds(self) -> float:
+        """Elapsed seconds, rounded to hundredths."""
         return round(time.monotonic() - self.started, 2)
 
 
-def injected(emulator: KumulosEmulator) -> dict[str, int]:
-    """Faults the emulator injected so far, by kind (``status`` = 5xx or 429 answers)."""
-    return dict(emulator.stats()["faults"])
+def fault_breakdown(emulator: KumulosEmulator) -> dict[str, int]:
+    """Faults the emulator injected, by kind: 5xx and 429 answers, dropped connections (answer lost),
+    answers slower than the client waited (``slow``)."""
+    stats = emulator.stats()
+    statuses: Counter[str] = Counter()
+    for key, count in stats["requests"].items():  # "METHOD STATUS", STATUS "dropped" when unanswered
+        statuses[key.split()[1]] += count
+    return {
+        "5xx": sum(count for status, count in statuses.items() if status.startswith("5")),
+        "429": statuses["429"],
+        "dropped": statuses["dropped"],
+        "slow": stats["faults"].get("slow", 0),
+    }
 
 
-def answered(emulator: KumulosEmulator) -> dict[str, int]:
-    """Requests the emulator received, by ``"METHOD STATUS"`` (``dropped`` when unanswered)."""
-    return dict(emulator.stats()["requests"])
+def appear_after_first_look(
+    emulator: KumulosEmulator, user_id: str, attributes: dict[str, Any]
+) -> threading.Thread:
+    """Give ``user_id`` these attributes a second after its first request, from another thread (as the
+    app would): a sensor looking for it finds nothing at first and so defers."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 120
+        while not any(entry.identifier == user_id for entry in emulator.requests):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        time.sleep(1.0)
+        emulator.set_attributes(user_id, attributes)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import FAST_EXTRAS, FLAKY_RATES, Figures, Stopwatch, answered, injected
+from reliability_support import FAST_EXTRAS, FLAKY_RATES, Figures, Stopwatch, fault_breakdown
 
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
@@ -122,16 +122,6 @@ def _run(dag_runner: Any, source: str, dag_id: str) -> tuple[dict[str, str], dic
     return dag_runner.states(run), dag_runner.xcom(run, "set"), dag_runner.xcom(run, "delete")
 
 
-def _faults(emulator: KumulosEmulator) -> dict[str, int]:
-    requests = answered(emulator)
-    return {
-        "5xx": sum(count for key, count in requests.items() if key.split()[1][0] == "5"),
-        "429": sum(count for key, count in requests.items() if key.endswith(" 429")),
-        "dropped": sum(count for key, count in requests.items() if key.endswith(" dropped")),
-        "slow": injected(emulator).get("slow", 0),
-    }
-
-
 @pytest.mark.slow
 def test_default_retries_reach_the_intended_state(
     dag_runner: Any,
@@ -151,7 +141,7 @@ def test_default_retries_reach_the_intended_state(
         plan.dag("reliability_bulk_retries", conn_id, plan.updates_path, plan.deletes_path, "1"),
         "reliability_bulk_retries",
     )
-    faults = _faults(emulator)
+    faults = fault_breakdown(emulator)
     emulator.clear_faults()
     exhausted = _failed_ids(plan.failures("set", "1")) + _failed_ids(plan.failures("delete", "1"))
     assert set_summary["succeeded"] + set_summary["failed"] == set_summary["total"] == UPDATES
@@ -199,7 +189,7 @@ def test_without_retries_every_failure_is_reported_and_nothing_else_is_off_targe
         plan.dag("reliability_bulk_no_retries", conn_id, plan.updates_path, plan.deletes_path, "1"),
         "reliability_bulk_no_retries",
     )
-    faults = _faults(emulator)
+    faults = fault_breakdown(emulator)
     emulator.clear_faults()
     assert states == {"set": "failed", "delete": "failed"}, "more failures than max_failures=0 fail the task"
     set_failed, delete_failed = (

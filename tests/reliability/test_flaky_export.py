@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import FAST_EXTRAS, FLAKY_RATES, Figures, Stopwatch, answered, injected
+from reliability_support import FAST_EXTRAS, FLAKY_RATES, Figures, Stopwatch, fault_breakdown
 
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
@@ -51,17 +51,6 @@ def _number(text: str | None) -> int:
     return int((text or "0").replace(",", ""))
 
 
-def _fault_breakdown(emulator: KumulosEmulator) -> dict[str, int]:
-    """Injected faults by kind: 5xx and 429 answers, dropped connections, answers past the timeout."""
-    requests = answered(emulator)
-    return {
-        "5xx": sum(count for key, count in requests.items() if re.fullmatch(r"GET 5\d\d", key)),
-        "429": requests.get("GET 429", 0),
-        "dropped": requests.get("GET dropped", 0),
-        "slow": injected(emulator).get("slow", 0),
-    }
-
-
 @pytest.mark.slow
 def test_export_under_faults_equals_the_emulator_exactly(
     dag_runner: Any,
@@ -81,7 +70,7 @@ def test_export_under_faults_equals_the_emulator_exactly(
 
     assert dag_runner.states(run) == {"export": "success"}
     summary = dag_runner.xcom(run, "export")
-    faults = _fault_breakdown(emulator)
+    faults = fault_breakdown(emulator)
     assert all(faults.values()), f"every fault kind must occur at least once: {faults}"
 
     checked = _check_export_matches(output, emulator)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from reliability_support import Figures, Stopwatch
 
 from airflow_provider_kumulos._policy import MAX_USER_ID_LENGTH
-from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError, KumulosValidationError
+from airflow_provider_kumulos.exceptions import KumulosInputError, KumulosValidationError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 from airflow_provider_kumulos.triggers.kumulos import SUCCESS, KumulosUserTrigger
@@ -267,14 +267,19 @@ def test_nesting_the_server_cannot_take_is_a_single_422_not_a_retried_dropped_co
     assert emulator.get_attributes("deep-probe") is None
 
 
-def test_failures_never_escape_as_anything_but_kumulos_errors(hook: KumulosCRMHook) -> None:
-    """A smoke check over the refusal paths: each raises a KumulosError subclass, never a crash."""
-    for call in (
-        lambda: hook.set_attributes("", {"a": 1}),
-        lambda: hook.set_attributes("x" * 10_000, {"a": 1}),
-        lambda: hook.set_attributes("ok", {"a": math.nan}),
-        lambda: hook.set_attributes("ok", _nested(100_000)),
-        lambda: hook.get_attributes("\udc80"),
+def test_edge_cases_are_refused_naming_the_parameter(hook: KumulosCRMHook, emulator: KumulosEmulator) -> None:
+    """Fixed examples of each refusal, whatever hypothesis happens to draw."""
+    before = len(emulator.requests)
+    for call, parameter in (
+        (lambda: hook.set_attributes("", {"a": 1}), "user_id"),
+        (lambda: hook.set_attributes("x" * 10_000, {"a": 1}), "user_id"),
+        (lambda: hook.get_attributes("\udc80"), "user_id"),
+        (lambda: hook.delete_attributes("lone \ud800 surrogate"), "user_id"),
+        (lambda: hook.set_attributes("ok", {"a": math.nan}), "attributes"),
+        (lambda: hook.set_attributes("ok", _nested(100_000)), "attributes"),
+        (lambda: hook.set_attributes("ok", ["not", "an", "object"]), "attributes"),  # type: ignore[arg-type]
     ):
-        with pytest.raises(KumulosError):
+        with pytest.raises(KumulosInputError) as caught:
             call()
+        assert caught.value.parameter == parameter
+    assert len(emulator.requests) == before

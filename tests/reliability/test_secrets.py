@@ -14,15 +14,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch
+from reliability_support import Figures, Stopwatch, appear_after_first_look
 
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
@@ -127,21 +125,6 @@ def leaks(where: str, text: str | bytes) -> list[str]:
     return [f"{where}: {name}" for name, form in forbidden().items() if form.encode() in data]
 
 
-def _appear_after_first_look(emulator: KumulosEmulator, user_id: str) -> threading.Thread:
-    def run() -> None:
-        deadline = time.monotonic() + 120
-        while not any(entry.identifier == user_id for entry in emulator.requests):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
-        time.sleep(1.0)
-        emulator.set_attributes(user_id, {"appeared": True})
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def _table_rows(table: str) -> int:
     from airflow.utils.session import create_session
     from sqlalchemy import text
@@ -180,7 +163,7 @@ def test_the_server_key_appears_nowhere(
     for emulator in (wrong_key, failing, slow):
         assert existing in emulator.user_ids()  # same seed: the same users everywhere
     failures = tmp_path / "failures.jsonl"
-    waiter = _appear_after_first_look(ok, "appears-later")
+    waiter = appear_after_first_look(ok, "appears-later", {"appeared": True})
 
     run = dag_runner.run(
         DAG.format(failures=str(failures), existing=existing, folder=str(tmp_path)), "reliability_secrets"

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch
+from reliability_support import Figures, Stopwatch, appear_after_first_look
 
 from airflow_provider_kumulos.exceptions import KumulosConfigError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
@@ -89,23 +87,6 @@ def _connections(connect: Callable[..., str], emulator: KumulosEmulator, cert: s
     connect(emulator, "kumulos_tls_off", **STORM_EXTRAS, verify=False)
 
 
-def _appear_after_first_look(emulator: KumulosEmulator, user_id: str) -> threading.Thread:
-    """Give ``user_id`` the awaited attributes once somebody asked for it (so the sensor defers first)."""
-
-    def run() -> None:
-        deadline = time.monotonic() + 120
-        while not any(entry.identifier == user_id for entry in emulator.requests):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
-        time.sleep(1.0)
-        emulator.set_attributes(user_id, {"ready": True})
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_every_component_verifies_certificates_and_honours_the_verify_extra(
@@ -121,7 +102,7 @@ def test_every_component_verifies_certificates_and_honours_the_verify_extra(
     generated = emulator.user_ids()
     existing = generated[0]
     failures = tmp_path / "failures.jsonl"
-    waiter = _appear_after_first_look(emulator, "appears-later")
+    waiter = appear_after_first_look(emulator, "appears-later", {"ready": True})
     source = DAG.format(failures=str(failures), modes=MODES, folder=str(tmp_path), existing=existing)
 
     run = dag_runner.run(source, "reliability_tls")
