@@ -22,8 +22,11 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from airflow_provider_kumulos.operators.kumulos import WriteExportManifestOperator
-from airflow_provider_kumulos.operators.kumulos import ExportUsersOperator, plan_export_partitions
+from airflow_provider_kumulos.operators.kumulos import (
+    ExportUsersOperator,
+    WriteExportManifestOperator,
+    plan_export_partitions,
+)
 
 #: Root folder or bucket prefix of every output, from the ``kumulos_output_base`` Variable.
 OUTPUT_BASE = "{{ var.value.get('kumulos_output_base', 'file:///tmp/kumulos') }}"
