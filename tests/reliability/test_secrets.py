@@ -208,9 +208,8 @@ def test_the_server_key_appears_nowhere(
     serialized = KumulosUserTrigger("someone", "kumulos_secret_ok", attributes_match={"a": 1}).serialize()
     found += leaks("trigger.serialize()", json.dumps(serialized))
     assert found == []
-    searched = {
-        table: _table_rows(table) for table in ("xcom", "rendered_task_instance_fields", "task_instance")
-    }
+    tables = ("xcom", "rendered_task_instance_fields", "task_instance", "trigger")
+    searched = {table: _table_rows(table) for table in tables}
     assert all(searched.values()), f"the searched tables hold this run's data: {searched}"
     figures.record(
         "5 secrets",
