@@ -18,11 +18,15 @@ def test_max_requests_per_second_spaces_requests(
     make_hook: Callable[..., KumulosCRMHook], kumulos_emulator: KumulosEmulator, received: Received
 ) -> None:
     hook = make_hook(max_requests_per_second=10)
+    started = time.monotonic()
     for user_id in kumulos_emulator.user_ids()[:6]:
         hook.get_attributes(user_id)
+    # The sixth request cannot leave before five 0.1 s slots have passed, however loaded the machine.
+    assert time.monotonic() - started >= 0.5
     stamps = [r.timestamp for r in received()]
-    assert all(later - earlier >= 0.09 for earlier, later in itertools.pairwise(stamps))
-    assert stamps[-1] - stamps[0] >= 0.45  # 5 gaps of 0.1 s, less jitter in the receive times
+    assert len(stamps) == 6
+    # Server-side receive times carry scheduling jitter; a gap can shrink a little, never vanish.
+    assert all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(stamps))
 
 
 def test_without_a_cap_the_gate_does_not_wait() -> None:
