@@ -43,6 +43,58 @@ FAST_EXTRAS: dict[str, Any] = {
 }
 
 
+#: Start of a DAG file: ``recorded(OperatorClass)`` gives a subclass that appends one JSON line per
+#: failed task to ``{failures}`` (task, error class, ``str``, ``repr``, ``to_dict()``, cause). A failure
+#: callback cannot do this on every supported Airflow: 3.1 hands it no exception.
+RECORDING_PRELUDE = """
+import json
+
+from airflow_provider_kumulos.exceptions import KumulosError
+
+
+def _record(task_id, error):
+    row = {{"task": task_id, "type": type(error).__name__, "str": str(error), "repr": repr(error)}}
+    if isinstance(error, KumulosError):
+        row["dict"] = error.to_dict()
+    if error.__cause__ is not None:
+        row["cause"] = repr(error.__cause__)
+    with open({failures!r}, "a") as out:
+        out.write(json.dumps(row, default=str) + "\\n")
+
+
+def recorded(operator_class):
+    class Recorded(operator_class):
+        def execute(self, context):
+            try:
+                return super().execute(context)
+            except Exception as error:  # TaskDeferred is a BaseException: deferring passes through
+                _record(self.task_id, error)
+                raise
+
+        def execute_complete(self, context, event=None):
+            try:
+                return super().execute_complete(context, event)
+            except Exception as error:
+                _record(self.task_id, error)
+                raise
+
+    Recorded.__name__ = Recorded.__qualname__ = operator_class.__name__
+    return Recorded
+"""
+
+
+def recording_dag(failures: Path, body: str) -> str:
+    """DAG source: the recording prelude writing to ``failures``, then ``body``."""
+    return RECORDING_PRELUDE.format(failures=str(failures)) + body
+
+
+def failed_tasks(failures: Path) -> dict[str, dict[str, Any]]:
+    """``task_id -> recorded failure`` from a file the recording prelude wrote (empty if none)."""
+    if not failures.exists():
+        return {}
+    return {row["task"]: row for row in map(json.loads, failures.read_text().splitlines())}
+
+
 class Figures:
     """What each scenario measured, by scenario name, in the order recorded."""
 
@@ -104,6 +156,15 @@ class Stopwatch:
     def seconds(self) -> float:
         """Elapsed seconds, rounded to hundredths."""
         return round(time.monotonic() - self.started, 2)
+
+
+def has_task_state_store() -> bool:
+    """Whether this Airflow gives tasks ``context["task_state_store"]`` (3.3+), which export resume needs."""
+    try:
+        from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def fault_breakdown(emulator: KumulosEmulator) -> dict[str, int]:

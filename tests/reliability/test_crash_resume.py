@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch
+from reliability_support import Figures, Stopwatch, has_task_state_store
 
 from airflow_provider_kumulos._storage import TEMP_PREFIX
 from airflow_provider_kumulos.operators.export import ExportUsersOperator
@@ -72,15 +72,6 @@ with DAG("reliability_crash_bulk", schedule=None, start_date=datetime(2026, 1, 1
         task_id="set", kumulos_conn_id={conn_id!r}, source_path={source!r}, max_concurrency=4, retries=1
     )
 """
-
-
-def _has_task_state_store() -> bool:
-    """Whether this Airflow gives tasks ``context["task_state_store"]`` (3.3+), which resume needs."""
-    try:
-        from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class AirflowProcess:
@@ -208,7 +199,7 @@ def test_killed_export_retries_to_a_complete_identical_output(
 
     refetched = sorted(set(killed_pages) & set(retry_pages))
     summary = dag_runner.xcom(SimpleNamespace(dag_id="reliability_crash_export", run_id=run_id), "export")
-    if _has_task_state_store():
+    if has_task_state_store():
         assert "Resuming the export after" in retry
         # The checkpoint follows each published part, so it may lag the visible parts by one.
         assert len(parts_at_kill) - 1 <= summary["resumed_parts"] <= len(parts_at_kill)

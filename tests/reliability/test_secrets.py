@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch, appear_after_first_look
+from reliability_support import Figures, Stopwatch, appear_after_first_look, failed_tasks, recording_dag
 
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
@@ -31,11 +31,9 @@ SECRET = f"SeCrEt-kumulos-{UNIQUE}"
 FAST = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02}
 
 DAG = """
-import json
 from datetime import datetime
 
 from airflow.sdk import DAG
-from airflow_provider_kumulos.exceptions import KumulosError
 from airflow_provider_kumulos.operators.kumulos import (
     DeleteAttributesOperator,
     ExportUsersOperator,
@@ -43,45 +41,35 @@ from airflow_provider_kumulos.operators.kumulos import (
 )
 from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
 
-
-def record_failure(context):
-    error = context["exception"]
-    row = {{"task": context["ti"].task_id, "type": type(error).__name__, "str": str(error), "repr": repr(error)}}
-    if isinstance(error, KumulosError):
-        row["dict"] = error.to_dict()
-    if error.__cause__ is not None:
-        row["cause"] = repr(error.__cause__)
-    with open({failures!r}, "a") as out:
-        out.write(json.dumps(row, default=str) + "\\n")
-
+Export, Set, Delete = map(recorded, (ExportUsersOperator, SetAttributesOperator, DeleteAttributesOperator))
+Sensor = recorded(KumulosUserSensor)
 
 with DAG(
     "reliability_secrets",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     params={{"uid": {existing!r}, "out": {folder!r}}},
-    default_args={{"on_failure_callback": record_failure}},
 ):
     for kind in ("ok", "401", "5xx", "timeout"):
         conn = "kumulos_secret_" + kind
-        ExportUsersOperator(
+        Export(
             task_id="export_" + kind, kumulos_conn_id=conn, output_path="{{{{ params.out }}}}/" + kind + ".jsonl"
         )
-        SetAttributesOperator(
+        Set(
             task_id="set_" + kind, kumulos_conn_id=conn, user_id="{{{{ params.uid }}}}", attributes={{"tier": "gold"}}
         )
-        DeleteAttributesOperator(task_id="delete_" + kind, kumulos_conn_id=conn, user_ids=["{{{{ params.uid }}}}"])
-        KumulosUserSensor(
+        Delete(task_id="delete_" + kind, kumulos_conn_id=conn, user_ids=["{{{{ params.uid }}}}"])
+        Sensor(
             task_id="poke_" + kind, kumulos_conn_id=conn, user_id="{{{{ params.uid }}}}", poke_interval=0.2, timeout=2
         )
-    ExportUsersOperator(task_id="export_to_xcom", kumulos_conn_id="kumulos_secret_ok", max_xcom_users=100)
-    SetAttributesOperator(
+    Export(task_id="export_to_xcom", kumulos_conn_id="kumulos_secret_ok", max_xcom_users=100)
+    Set(
         task_id="set_422",
         kumulos_conn_id="kumulos_secret_ok",
         records=[{{"identifier": "reject-me", "attributes": {{"a": 1}}}}, {{"identifier": "fine", "attributes": {{"a": 2}}}}],
         failures_path="{{{{ params.out }}}}/set-422-failures.jsonl",
     )
-    KumulosUserSensor(
+    Sensor(
         task_id="defer_ok",
         kumulos_conn_id="kumulos_secret_ok",
         user_id="appears-later",
@@ -89,7 +77,7 @@ with DAG(
         poke_interval=0.2,
         timeout=60,
     )
-    KumulosUserSensor(
+    Sensor(
         task_id="defer_401",
         kumulos_conn_id="kumulos_secret_defer_401",
         user_id="never",
@@ -97,7 +85,7 @@ with DAG(
         poke_interval=0.2,
         timeout=60,
     )
-    KumulosUserSensor(
+    Sensor(
         task_id="defer_timeout",
         kumulos_conn_id="kumulos_secret_ok",
         user_id="never",
@@ -166,7 +154,7 @@ def test_the_server_key_appears_nowhere(
     waiter = appear_after_first_look(ok, "appears-later", {"appeared": True})
 
     run = dag_runner.run(
-        DAG.format(failures=str(failures), existing=existing, folder=str(tmp_path)), "reliability_secrets"
+        recording_dag(failures, DAG.format(existing=existing, folder=str(tmp_path))), "reliability_secrets"
     )
     waiter.join(timeout=5)
 
@@ -177,7 +165,7 @@ def test_the_server_key_appears_nowhere(
     }
     expected_failures |= {"set_422", "defer_401", "defer_timeout"}
     assert {task for task, state in states.items() if state == "failed"} == expected_failures
-    rows = [json.loads(line) for line in failures.read_text().splitlines()]
+    rows = list(failed_tasks(failures).values())
     assert {row["task"] for row in rows} == expected_failures
     assert {row["type"] for row in rows} >= {
         "KumulosAuthError",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch, appear_after_first_look
+from reliability_support import Figures, Stopwatch, appear_after_first_look, failed_tasks, recording_dag
 
 from airflow_provider_kumulos.exceptions import KumulosConfigError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
@@ -29,7 +29,6 @@ STORM_EXTRAS = {"max_retries": 5, "backoff_base": 0.5, "backoff_max": 5}
 MODES = ("default", "ca", "off")
 
 DAG = """
-import json
 from datetime import datetime
 
 from airflow.sdk import DAG
@@ -40,27 +39,17 @@ from airflow_provider_kumulos.operators.kumulos import (
 )
 from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
 
+Export, Set, Delete = map(recorded, (ExportUsersOperator, SetAttributesOperator, DeleteAttributesOperator))
+Sensor = recorded(KumulosUserSensor)
 
-def record_failure(context):
-    error = context["exception"]
-    with open({failures!r}, "a") as out:
-        line = {{"task": context["ti"].task_id, "error": type(error).__name__, "message": str(error)}}
-        out.write(json.dumps(line) + "\\n")
-
-
-with DAG(
-    "reliability_tls",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    default_args={{"on_failure_callback": record_failure}},
-):
+with DAG("reliability_tls", schedule=None, start_date=datetime(2026, 1, 1)):
     for mode in {modes!r}:
         conn = "kumulos_tls_" + mode
-        ExportUsersOperator(task_id="export_" + mode, kumulos_conn_id=conn, output_path={folder!r} + "/" + mode + ".jsonl")
-        SetAttributesOperator(task_id="set_" + mode, kumulos_conn_id=conn, user_id="tls-" + mode, attributes={{"via": mode}})
-        KumulosUserSensor(task_id="poke_" + mode, kumulos_conn_id=conn, user_id={existing!r}, poke_interval=0.2, timeout=30)
-    DeleteAttributesOperator(task_id="delete_ca", kumulos_conn_id="kumulos_tls_ca", user_id={existing!r})
-    KumulosUserSensor(
+        Export(task_id="export_" + mode, kumulos_conn_id=conn, output_path={folder!r} + "/" + mode + ".jsonl")
+        Set(task_id="set_" + mode, kumulos_conn_id=conn, user_id="tls-" + mode, attributes={{"via": mode}})
+        Sensor(task_id="poke_" + mode, kumulos_conn_id=conn, user_id={existing!r}, poke_interval=0.2, timeout=30)
+    Delete(task_id="delete_ca", kumulos_conn_id="kumulos_tls_ca", user_id={existing!r})
+    Sensor(
         task_id="deferred_ca",
         kumulos_conn_id="kumulos_tls_ca",
         user_id="appears-later",
@@ -103,18 +92,18 @@ def test_every_component_verifies_certificates_and_honours_the_verify_extra(
     existing = generated[0]
     failures = tmp_path / "failures.jsonl"
     waiter = appear_after_first_look(emulator, "appears-later", {"ready": True})
-    source = DAG.format(failures=str(failures), modes=MODES, folder=str(tmp_path), existing=existing)
+    source = recording_dag(failures, DAG.format(modes=MODES, folder=str(tmp_path), existing=existing))
 
     run = dag_runner.run(source, "reliability_tls")
     waiter.join(timeout=5)
 
     states = dag_runner.states(run)
-    failed = {row["task"]: row for row in map(json.loads, failures.read_text().splitlines())}
+    failed = failed_tasks(failures)
     assert {task for task, state in states.items() if state == "failed"} == set(failed)
     assert set(failed) == {"export_default", "set_default", "poke_default"}
     for row in failed.values():
-        assert row["error"] == "KumulosConfigError", row
-        assert "TLS verification failed" in row["message"] and "'verify'" in row["message"]
+        assert row["type"] == "KumulosConfigError", row
+        assert "TLS verification failed" in row["str"] and "'verify'" in row["str"]
     set_default = dag_runner.xcom(run, "set_default")
     assert (set_default["requests"], set_default["retries"]) == (1, 0), "one attempt, no retry storm"
     assert all(state == "success" for task, state in states.items() if task not in failed)
