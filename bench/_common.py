@@ -103,17 +103,9 @@ class EmulatorProcess:
 
     def connection_json(self, **extra: object) -> str:
         """An Airflow JSON connection (for ``AIRFLOW_CONN_...``) pointing at this emulator."""
-        import json
+        from airflow_provider_kumulos.testing.emulator import connection_json
 
-        return json.dumps(
-            {
-                "conn_type": "kumulos",
-                "host": self.base_url,
-                "login": self.api_key,
-                "password": self.server_key,
-                "extra": extra,
-            }
-        )
+        return connection_json(self.base_url, self.api_key, self.server_key, **extra)
 
 
 @contextmanager

@@ -39,7 +39,22 @@ from airflow_provider_kumulos.testing._emulator_log import RecordedRequest, Requ
 from airflow_provider_kumulos.testing._emulator_store import UserStore
 from airflow_provider_kumulos.testing._emulator_tls import make_self_signed_cert, server_context
 
-__all__ = ["REFERENCE_DATE", "Fault", "KumulosEmulator", "RecordedRequest", "main", "make_self_signed_cert"]
+__all__ = [
+    "REFERENCE_DATE",
+    "Fault",
+    "KumulosEmulator",
+    "RecordedRequest",
+    "connection_json",
+    "main",
+    "make_self_signed_cert",
+]
+
+
+def connection_json(base_url: str, api_key: str, server_key: str, **extra: Any) -> str:
+    """An Airflow JSON connection of type ``kumulos`` for an emulator (in this process or another)."""
+    return json.dumps(
+        {"conn_type": "kumulos", "host": base_url, "login": api_key, "password": server_key, "extra": extra}
+    )
 
 
 class KumulosEmulator:
@@ -127,15 +142,7 @@ class KumulosEmulator:
 
     def connection_uri(self, **extra: Any) -> str:
         """Airflow JSON connection (for ``AIRFLOW_CONN_...``); ``extra`` becomes the connection extra."""
-        return json.dumps(
-            {
-                "conn_type": "kumulos",
-                "host": self.base_url,
-                "login": self.api_key,
-                "password": self.server_key,
-                "extra": extra,
-            }
-        )
+        return connection_json(self.base_url, self.api_key, self.server_key, **extra)
 
     # -- request handling -----------------------------------------------------------------
 
