@@ -40,6 +40,8 @@ PAGE_SIZE = 100
 SPLIT_EVERY = 200  # two pages per part, ten parts
 PAGES_PER_PART = SPLIT_EVERY // PAGE_SIZE
 KILL_AFTER_PARTS = 3
+#: Seconds the emulator adds to each answer, so the kill lands mid-part.
+LATENCY = 0.2
 RECORDS = 3_000
 KILL_AFTER_WRITES = 1_000
 #: Generous: starting an Airflow CLI process takes a while on a busy two-core machine.
@@ -133,6 +135,21 @@ def _pages(emulator: KumulosEmulator, start: int = 0) -> list[int]:
     ]
 
 
+def _settle(emulator: KumulosEmulator, quiet: float) -> None:
+    """Wait until the log has not grown for ``quiet`` seconds.
+
+    The emulator logs a request once it has answered it, so a request the killed process sent just
+    before the kill still lands in the log up to one latency later; it belongs to the killed attempt.
+    """
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    seen, since = len(emulator.requests), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, "the emulator's request log never settled"
+        time.sleep(0.05)
+        if (now := len(emulator.requests)) != seen:
+            seen, since = now, time.monotonic()
+
+
 def _published(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if not path.name.startswith(TEMP_PREFIX))
 
@@ -150,7 +167,7 @@ def test_killed_export_retries_to_a_complete_identical_output(
     figures: Figures,
 ) -> None:
     watch = Stopwatch()
-    emulator = emulator_factory(users=USERS, latency=0.2)
+    emulator = emulator_factory(users=USERS, latency=LATENCY)
     connect(emulator, CONN_ID)
     output = tmp_path / "parts"
     dag = dag_runner.write(
@@ -161,6 +178,7 @@ def test_killed_export_retries_to_a_complete_identical_output(
     first = AirflowProcess(["dags", "test", "reliability_crash_export"], tmp_path / "attempt-1.log")
     # Killed once the first page after part KILL_AFTER_PARTS was served: mid-way through a part.
     first.kill_when(lambda: len(_pages(emulator)) > KILL_AFTER_PARTS * PAGES_PER_PART)
+    _settle(emulator, quiet=3 * LATENCY)
     run_id, state = _task_instance("reliability_crash_export", "export")
     assert state == "running", "the task was killed while running"
     killed_pages = _pages(emulator)
