@@ -182,6 +182,7 @@ class KumulosCRMHook(BaseHook):
     def _send_once(self, request: _policy.Request) -> _policy.Response:
         """One HTTP exchange; client failures become typed errors, statuses are left to the policy."""
         import requests
+        import urllib3
 
         config = self.config
         session = self.get_conn()
@@ -190,28 +191,32 @@ class KumulosCRMHook(BaseHook):
         )
         # Set after preparing: requests would re-quote the URL and turn an id's %2E%2E back into "..".
         prepared.url = config.base_url + _policy.request_target(request)
-        # What Session.request would add: proxies and REQUESTS_CA_BUNDLE from the environment.
-        environment = session.merge_environment_settings(prepared.url, {}, None, config.verify, None)
+        # What Session.request would add (proxies, REQUESTS_CA_BUNDLE from the environment), streaming.
+        environment = session.merge_environment_settings(prepared.url, {}, True, config.verify, None)
         self.gate.wait()
         try:
             response = session.send(
                 prepared, timeout=(config.connect_timeout, config.read_timeout), **environment
             )
+            # One read of the whole body: requests' ``.content`` joins 10 KiB chunks, a fifth slower
+            # on 1 MB user pages. The connection goes back to the pool once the body is read.
+            body = response.raw.read(decode_content=True)
+            response.raw.release_conn()
         except requests.exceptions.SSLError as exc:
             self.stats.record(request.operation, "tls_error")
             raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None
-        except requests.exceptions.Timeout as exc:
+        except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError) as exc:
             self.stats.record(request.operation, "timeout")
             raise _policy.timeout_error(
                 request, config.connect_timeout, config.read_timeout, type(exc).__name__
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             self.stats.record(request.operation, "connection_error")
             raise _policy.transport_error(
                 request, f"connection to {config.base_url} failed: {type(exc).__name__}"
             ) from None
         self.stats.record(request.operation, response.status_code)
-        return _policy.Response(response.status_code, response.content, response.headers)
+        return _policy.Response(response.status_code, body, response.headers)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         note = RetryNote.of(retry_state)
