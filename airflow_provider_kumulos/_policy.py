@@ -204,17 +204,38 @@ def _encodes_with_nan(attributes: Mapping[str, Any]) -> bool:
     return True
 
 
+def check_whole_number(
+    parameter: str, value: object, low: int, high: int | None = None, fix: str | None = None
+) -> int:
+    """``value`` if it is an int (not a bool) in ``low``..``high``, else ``KumulosInputError``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise KumulosInputError(
+            parameter, f"{value!r} is not a whole number {bounds}", fix or f"Pass a whole number {bounds}."
+        )
+    return value
+
+
+def check_per_page(value: object, parameter: str = "per_page") -> int:
+    """Users per request: 1..1000, the most Kumulos serves per page."""
+    return check_whole_number(
+        parameter,
+        value,
+        1,
+        MAX_PER_PAGE,
+        f"Kumulos serves at most {MAX_PER_PAGE} users per page; use a value in 1..{MAX_PER_PAGE}.",
+    )
+
+
 def check_paging(page: object, per_page: object, *, page_parameter: str = "page") -> tuple[int, int]:
     """Validate ``page`` (>= 1; named ``page_parameter`` in errors) and ``per_page`` (1..1000)."""
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        raise KumulosInputError(page_parameter, f"{page!r} is not a whole number >= 1", "Pages start at 1.")
-    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= MAX_PER_PAGE:
-        raise KumulosInputError(
-            "per_page",
-            f"{per_page!r} is not a whole number between 1 and {MAX_PER_PAGE}",
-            f"Kumulos serves at most {MAX_PER_PAGE} users per page; use a value in 1..{MAX_PER_PAGE}.",
-        )
-    return page, per_page
+    page = check_whole_number(page_parameter, page, 1, fix="Pages start at 1.")
+    return page, check_per_page(per_page)
 
 
 # --- request building -------------------------------------------------------------------------

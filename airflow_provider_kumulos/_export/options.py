@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_per_page, check_whole_number
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ USER_FIELDS = (
     "updatedAt",
     "installs",
 )
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = MAX_PER_PAGE
 
 
 @dataclass(frozen=True)
@@ -96,20 +97,12 @@ def _whole_number(parameter: str, value: object, minimum: int, fix: str) -> int:
     """``value`` as an int >= ``minimum``; digit strings (rendered templates) are accepted."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise KumulosInputError(parameter, f"{value!r} is not a whole number >= {minimum}", fix)
-    return value
+    return check_whole_number(parameter, value, minimum, fix=fix)
 
 
 def check_page_size(page_size: object) -> int:
     """Users per request: 1..1000, the most Kumulos serves per page."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise KumulosInputError(
-            "page_size",
-            f"{page_size!r} is not a whole number between 1 and {MAX_PAGE_SIZE}",
-            f"Kumulos serves at most {MAX_PAGE_SIZE} users per page; use a value in 1..{MAX_PAGE_SIZE}.",
-        )
-    return page_size
+    return check_per_page(page_size, "page_size")
 
 
 def check_format(fmt: object, compression: object) -> tuple[str, str | None]:

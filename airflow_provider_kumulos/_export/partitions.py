@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from airflow_provider_kumulos._export.options import check_page_size
+from airflow_provider_kumulos._policy import check_whole_number
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 
@@ -26,8 +27,7 @@ def check_plan_arguments(partitions: object, pages_per_partition: object, page_s
             "Pass exactly one: partitions=N (N windows) or pages_per_partition=M (M pages per window).",
         )
     for name, value in chosen.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise KumulosInputError(name, f"{value!r} is not a whole number >= 1", f"Pass {name} >= 1.")
+        check_whole_number(name, value, 1, fix=f"Pass {name} >= 1.")
 
 
 def plan_partitions(

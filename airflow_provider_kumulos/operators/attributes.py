@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_kumulos._policy import check_whole_number
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -41,20 +42,6 @@ def _check_one_mode(given: dict[str, bool], fix: str) -> None:
     if len(chosen) != 1:
         problem = f"got {' and '.join(chosen)}" if chosen else "none of them was given"
         raise KumulosInputError(" / ".join(given), problem, fix)
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise KumulosInputError(
-            name, f"{value!r} is not a whole number {bounds}", f"Pass a whole number {bounds}."
-        )
-    return value
 
 
 def _from_json(value: object, parameter: str, expected: type, example: str) -> Any:
@@ -107,9 +94,9 @@ class _AttributesOperator(BaseOperator):
         self.source_path = source_path
         self.source_format = source_format
         self.identifier_column = identifier_column
-        self.max_concurrency = _check_int("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
+        self.max_concurrency = check_whole_number("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
         self.max_requests_per_second = max_requests_per_second
-        self.max_failures = _check_int("max_failures", max_failures, 0)
+        self.max_failures = check_whole_number("max_failures", max_failures, 0)
         self.failures_path = failures_path
         self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
         if max_requests_per_second is not None and (
