@@ -12,6 +12,7 @@ import email.utils
 import functools
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_TEXT = 300
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+#: A raw user that starts with its identifier written without escapes or control characters, so
+#: that the captured UTF-8 bytes are exactly the identifier (how Kumulos writes its users).
+_IDENTIFIER_FIRST = re.compile(rb'\{"identifier":"([^"\\\x00-\x1f]*)"')
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,13 @@ class Response:
 class UsersPage:
     """One page of ``GET /v2/users``.
 
-    ``users`` holds dicts, or ``msgspec.Raw`` byte slices (the user objects exactly as sent) when
-    the page was decoded raw; raw decoding skips building Python objects for pass-through exports.
+    ``users`` holds dicts, or ``msgspec.Raw`` byte slices (the user objects exactly as sent, one
+    line each) when the page was decoded raw; raw decoding skips building Python objects for
+    pass-through exports. ``identifiers`` are the users' identifiers, in the same order.
     """
 
     users: list[Any]
+    identifiers: list[str]
     total_users: int
     page: int
     per_page: int
@@ -427,7 +433,11 @@ def interpret(request: Request, response: Response) -> Any:
 
 
 def decode_users_page(request: Request, response: Response, *, raw: bool = False) -> UsersPage:
-    """Check a users page's shape and decode it; ``raw=True`` keeps each user as bytes."""
+    """Check a users page's shape and decode it; ``raw=True`` keeps each user as bytes.
+
+    A page is malformed (and retried like any garbled answer) unless every user is a JSON object
+    with a string ``identifier``.
+    """
     import msgspec
 
     if response.status != 200:
@@ -447,17 +457,22 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
             status=200,
             operation=request.operation,
         ) from None
-    if raw and not all(memoryview(user)[:1] == b"{" for user in decoded.users):
-        # The dict page type rejects such a page while decoding; raw users need the same check here,
-        # inside the retry loop, so both modes treat the answer alike.
+    users = decoded.users
+    if raw and b"\n" in response.body:
+        # Pretty-printed: re-encode each user compactly (same content) so that every user is one line.
+        users = [msgspec.Raw(msgspec.json.format(user, indent=-1)) for user in users]
+    identifiers = _raw_identifiers(users) if raw else _dict_identifiers(users)
+    if identifiers is None:
+        # Checked here, inside the retry loop, so that a garbled page is fetched again in both modes.
         raise KumulosResponseError(
             f"{describe(request, 200)} with a page that does not match the documented shape "
-            "(a user is not a JSON object).",
+            "(a user is not a JSON object with a string identifier).",
             status=200,
             operation=request.operation,
         )
     return UsersPage(
-        users=decoded.users,
+        users=users,
+        identifiers=identifiers,
         total_users=decoded.totalUsers,
         page=params.get("currentPage", 1),
         per_page=params.get("numberPerPage", MAX_PER_PAGE),
@@ -465,8 +480,31 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
     )
 
 
+def _dict_identifiers(users: list[dict[str, Any]]) -> list[str] | None:
+    identifiers = [user.get("identifier") for user in users]
+    return identifiers if all(isinstance(identifier, str) for identifier in identifiers) else None  # type: ignore[return-value]
+
+
+def _raw_identifiers(users: list[Any]) -> list[str] | None:
+    """Identifiers of raw users: one C-level prefix match per page in the usual case, a decode of
+    the identifiers alone otherwise; None if a user is not an object with a string identifier."""
+    import msgspec
+
+    matches = list(map(_IDENTIFIER_FIRST.match, users))
+    if None not in matches:
+        try:
+            return [match[1].decode() for match in cast("list[re.Match[bytes]]", matches)]
+        except UnicodeDecodeError:
+            pass
+    try:
+        identified = msgspec.json.decode(b"[" + b",".join(users) + b"]", type=_page_types()[2])
+    except msgspec.DecodeError:  # a user is not an object with a string identifier, or not UTF-8
+        return None
+    return [user.identifier for user in identified]
+
+
 @functools.cache
-def _page_types() -> tuple[Any, Any]:
+def _page_types() -> tuple[Any, Any, Any]:
     """msgspec types for a users page, built on first use to keep msgspec out of module import.
 
     Built with ``defstruct`` because this module's postponed annotations would name ``msgspec``,
@@ -476,7 +514,8 @@ def _page_types() -> tuple[Any, Any]:
 
     page = msgspec.defstruct("_Page", [("users", list[dict[str, Any]]), ("totalUsers", int)])
     raw_page = msgspec.defstruct("_RawPage", [("users", list[msgspec.Raw]), ("totalUsers", int)])
-    return page, raw_page
+    identified = msgspec.defstruct("_Identified", [("identifier", str)])
+    return page, raw_page, list[identified]  # type: ignore[valid-type]
 
 
 # --- waiting for a user -----------------------------------------------------------------------

@@ -191,6 +191,7 @@ def child(mode: str, base_url: str, page_size: int, output: Path, fmt: str) -> N
         }
     )
     warm_up(output)
+    output.unlink(missing_ok=True)  # replacing an earlier run's file is not part of this run's work
     started = time.perf_counter()
     users = CONTENDERS[mode](base_url, page_size, output, fmt)
     seconds = time.perf_counter() - started

@@ -255,6 +255,58 @@ def test_decode_users_page_checks_shape() -> None:
         _policy.decode_users_page(PAGE, response(401))
 
 
+@pytest.mark.parametrize(
+    "identifier",
+    ["user-1", "caf\u00e9 \u2603", 'quote"inside', "back\\slash", "tab\there", "\U0001f600", ""],
+)
+@pytest.mark.parametrize("raw", [False, True])
+def test_decode_users_page_reads_identifiers_however_they_are_written(identifier: str, raw: bool) -> None:
+    users = [{"identifier": identifier, "attributes": {"identifier": "not this one"}}, {"identifier": "b"}]
+    for body in (
+        json.dumps({"users": users, "totalUsers": 2}, separators=(",", ":"), ensure_ascii=False).encode(),
+        json.dumps({"users": users, "totalUsers": 2}, separators=(",", ":")).encode(),  # \u escapes
+        json.dumps({"users": users, "totalUsers": 2}, ensure_ascii=False).encode(),  # spaces, raw UTF-8
+        json.dumps({"users": [{"attributes": {}, **user} for user in users], "totalUsers": 2}).encode(),
+    ):
+        page = _policy.decode_users_page(PAGE, response(200, body), raw=raw)
+        assert page.identifiers == [identifier, "b"]
+
+
+@pytest.mark.parametrize(
+    "users",
+    [[{"name": "no identifier"}], [{"identifier": 3}], [{"identifier": None}], [1], [["identifier"]], ["u"]],
+)
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_page_with_a_user_lacking_a_string_identifier_is_malformed(users: list[Any], raw: bool) -> None:
+    body = {"users": [{"identifier": "fine"}, *users], "totalUsers": 2}
+    with pytest.raises(KumulosResponseError, match="documented shape") as caught:
+        _policy.decode_users_page(PAGE, response(200, body), raw=raw)
+    assert _policy.is_retryable(caught.value)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_page_with_an_identifier_that_is_not_utf8_is_malformed(raw: bool) -> None:
+    body = b'{"users":[{"identifier":"bad\xff"}],"totalUsers":1}'
+    with pytest.raises(KumulosResponseError):
+        _policy.decode_users_page(PAGE, response(200, body), raw=raw)
+
+
+def test_raw_users_of_a_pretty_printed_page_come_out_one_line_each_with_the_same_content() -> None:
+    body = b'{"users": [{"identifier": "a",\n  "attributes": {"note": "two\\nlines"}},\n {"identifier": "b"}],\n"totalUsers": 2}'
+    page = _policy.decode_users_page(PAGE, response(200, body), raw=True)
+    assert page.identifiers == ["a", "b"]
+    assert [b"\n" in bytes(user) for user in page.users] == [False, False]
+    assert [json.loads(bytes(user)) for user in page.users] == json.loads(body)["users"]
+
+
+def test_raw_users_of_a_compact_page_are_the_exact_bytes_sent() -> None:
+    users = b'[{"identifier":"a","attributes":{"x":1.50}},{"attributes":{},"identifier":"b"}]'
+    page = _policy.decode_users_page(
+        PAGE, response(200, b'{"users":' + users + b',"totalUsers":2}'), raw=True
+    )
+    assert b"[" + b",".join(bytes(user) for user in page.users) + b"]" == users
+
+
 # --- retry decisions --------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_per_page, check_whole_number
 from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -39,6 +40,8 @@ USER_FIELDS = (
     "installs",
 )
 MAX_PAGE_SIZE = MAX_PER_PAGE
+#: Requests in flight by default: one page arriving while another is fetched and one is written.
+DEFAULT_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class ExportOptions:
     start_page: int = 1
     end_page: int | None = None
     attribute_columns: tuple[str, ...] | None = None
+    max_concurrency: int = DEFAULT_CONCURRENCY
 
     @property
     def projecting(self) -> bool:
@@ -149,6 +153,17 @@ def check_max_xcom_users(value: object) -> int:
     """Upper bound on users returned through XCom (when there is no ``output_path``)."""
     return _whole_number(
         "max_xcom_users", value, 1, "Use a positive limit, or set output_path for large exports."
+    )
+
+
+def check_max_concurrency(value: object) -> int:
+    """Requests an export keeps in flight: 1..8."""
+    return check_whole_number(
+        "max_concurrency",
+        value,
+        1,
+        MAX_AHEAD,
+        f"Use 1 (one page fetched ahead) up to {MAX_AHEAD}; more only provokes rate limiting.",
     )
 
 
@@ -289,9 +304,11 @@ def check_static(
     include_installs: object,
     updated_since_field: object,
     on_count_mismatch: object,
+    max_concurrency: object,
 ) -> None:
     """The checks that need no rendered template; run when the operator is built."""
     check_page_size(page_size)
+    check_max_concurrency(max_concurrency)
     check_format(format, compression)
     check_max_xcom_users(max_xcom_users)
     check_include_installs(include_installs)
@@ -315,6 +332,7 @@ def build_options(
     start_page: object,
     end_page: object,
     attribute_columns: object,
+    max_concurrency: object = DEFAULT_CONCURRENCY,
 ) -> ExportOptions:
     """Validate every (rendered) argument and return the normalised options."""
     fmt, codec = check_format(format, compression)
@@ -337,6 +355,7 @@ def build_options(
         start_page=start,
         end_page=end,
         attribute_columns=check_attribute_columns(attribute_columns, fmt),
+        max_concurrency=check_max_concurrency(max_concurrency),
     )
 
 

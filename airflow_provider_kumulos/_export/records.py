@@ -1,8 +1,8 @@
 """A fetched page as the export sees it: identifiers (and the filter's timestamps) beside the users.
 
-Pass-through exports keep each user as the exact bytes Kumulos sent (``msgspec.Raw``) and decode
-only the identifier and timestamps with a small struct, one decoder call per page; other exports
-get dicts. A user without a string identifier is a malformed answer, reported as such.
+Pass-through exports keep each user as the exact bytes Kumulos sent (``msgspec.Raw``, one line
+each); the hook has already read their identifiers. Only the ``updated_since`` filter needs more:
+the timestamps, decoded with a small struct in one decoder call per page. Other exports get dicts.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kumulos._export.projection import Projection
 from airflow_provider_kumulos.exceptions import KumulosResponseError
+
+if TYPE_CHECKING:
+    from airflow_provider_kumulos._export.projection import Projection
+    from airflow_provider_kumulos._policy import UsersPage
 
 
 @dataclass(frozen=True)
@@ -39,59 +42,44 @@ class PageBatch:
 
 
 @functools.cache
-def _meta_decoder() -> Any:
-    """Decoder of ``[user, ...]`` keeping only the identifier and the timestamps."""
+def _stamps_decoder() -> Any:
+    """Decoder of ``[user, ...]`` keeping only the timestamps the filter can use."""
     import msgspec
 
-    meta = msgspec.defstruct(
-        "UserMeta",
+    stamps = msgspec.defstruct(
+        "UserStamps",
         [
-            ("identifier", str),
             ("updatedAt", str | None, None),
             ("lastActive", str | None, None),
             ("createdAt", str | None, None),
             ("firstActive", str | None, None),
         ],
     )
-    return msgspec.json.Decoder(list[meta])  # type: ignore[valid-type]
+    return msgspec.json.Decoder(list[stamps])  # type: ignore[valid-type]
 
 
-def _malformed(page: int, problem: str) -> KumulosResponseError:
-    return KumulosResponseError(
-        f"Kumulos list users (GET /v2/users) page {page}: {problem}", status=200, operation="list users"
-    )
-
-
-def batch_from_raw(page: int, users: Sequence[Any], stamp_field: str | None) -> PageBatch:
-    """Batch of ``msgspec.Raw`` users, decoding only what dedupe and filtering need.
-
-    Users always come out on one line each: a page the server pretty-printed has its users
-    re-encoded compactly (same content), so line-based formats can write the bytes as they are.
-    """
+def batch_from_raw(page: UsersPage, stamp_field: str | None) -> PageBatch:
+    """Batch of ``msgspec.Raw`` users, decoding the timestamps only when filtering on them."""
     import msgspec
 
-    if not users:
-        return PageBatch(page, users, [], None if stamp_field is None else [])
-    pieces = [b","] * (2 * len(users) + 1)  # "[", user, ",", user, ..., "]": one copy of the page
-    pieces[0], pieces[1::2], pieces[-1] = b"[", users, b"]"
-    joined = b"".join(pieces)
-    if b"\n" in joined:
-        users = [msgspec.Raw(msgspec.json.format(user, indent=-1)) for user in users]
+    users = page.users
+    if stamp_field is None or not users:
+        return PageBatch(page.page, users, page.identifiers, None if stamp_field is None else [])
     try:
-        metas = _meta_decoder().decode(joined)
+        decoded = _stamps_decoder().decode(b"[" + b",".join(users) + b"]")
     except msgspec.ValidationError as exc:
-        raise _malformed(page, f"a user does not have the documented shape ({exc})") from None
-    identifiers = [meta.identifier for meta in metas]
-    stamps = None if stamp_field is None else [getattr(meta, stamp_field) for meta in metas]
-    return PageBatch(page, users, identifiers, stamps)
+        raise KumulosResponseError(
+            f"Kumulos list users (GET /v2/users) page {page.page}: a user's timestamps do not have "
+            f"the documented shape ({exc})",
+            status=200,
+            operation="list users",
+        ) from None
+    return PageBatch(page.page, users, page.identifiers, [getattr(user, stamp_field) for user in decoded])
 
 
-def batch_from_dicts(page: int, users: Sequence[dict[str, Any]], stamp_field: str | None) -> PageBatch:
+def batch_from_dicts(page: UsersPage, stamp_field: str | None) -> PageBatch:
     """Batch of decoded users."""
-    identifiers = [user.get("identifier") for user in users]
-    if not all(isinstance(identifier, str) for identifier in identifiers):
-        raise _malformed(page, "a user has no string identifier")
     stamps = None
     if stamp_field is not None:
-        stamps = [value if isinstance(value := user.get(stamp_field), str) else None for user in users]
-    return PageBatch(page, users, identifiers, stamps)  # type: ignore[arg-type]
+        stamps = [value if isinstance(value := user.get(stamp_field), str) else None for user in page.users]
+    return PageBatch(page.page, page.users, page.identifiers, stamps)

@@ -9,6 +9,7 @@ before anything is published.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,6 @@ from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
 from airflow_provider_kumulos._export.formats import ExportFormat
 from airflow_provider_kumulos._export.options import ExportOptions, describe_options
 from airflow_provider_kumulos._export.outputs import FileOutput, PartedOutput, XComOutput
-from airflow_provider_kumulos._export.prefetch import Prefetcher
 from airflow_provider_kumulos._export.projection import Projection
 from airflow_provider_kumulos._export.records import batch_from_dicts, batch_from_raw
 from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
@@ -130,13 +130,13 @@ class ExportRun:
     def _export_pages(self) -> None:
         options = self.options
         raw = not self.fmt.needs_dicts and self.projection is None and not isinstance(self.output, XComOutput)
-        pages = self.hook.iter_pages(options.page_size, self.start_page, options.end_page, raw=raw)
-        if isinstance(self.output, XComOutput):  # small by definition, and it must stop at the first page
+        # XCom exports are small by definition and must stop at the first page: no requests ahead.
+        ahead = 0 if isinstance(self.output, XComOutput) else options.max_concurrency
+        pages = self.hook.iter_pages(
+            options.page_size, self.start_page, options.end_page, raw=raw, ahead=ahead
+        )
+        with contextlib.closing(pages):
             for page in pages:
-                self._export_page(page, raw)
-            return
-        with Prefetcher(pages) as prefetched:
-            for page in prefetched:
                 self._export_page(page, raw)
 
     def _export_page(self, page: UsersPage, raw: bool) -> None:
@@ -148,7 +148,7 @@ class ExportRun:
         if isinstance(output, XComOutput):
             output.check_total(page.total_users, filtering=self.stamp_field is not None)
         make_batch = batch_from_raw if raw else batch_from_dicts
-        batch = make_batch(page.page, page.users, self.stamp_field)
+        batch = make_batch(page, self.stamp_field)
         self.fmt.prepare(batch.users)
         position, self.skip = self.skip, 0
         while position < len(batch):

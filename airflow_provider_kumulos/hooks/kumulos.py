@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from airflow_provider_kumulos.exceptions import (
     KumulosError,
     KumulosUserNotFoundError,
 )
+from airflow_provider_kumulos.hooks._paging import MAX_AHEAD, walk_pages
 
 if TYPE_CHECKING:
     import requests
@@ -128,6 +129,8 @@ class KumulosCRMHook(BaseHook):
         self.gate = RequestGate(max_requests_per_second)
         self.stats = RequestStats()
         self._session: requests.Session | None = None
+        self._environment: dict[str, Any] = {}
+        self._template: requests.PreparedRequest | None = None
         self._session_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -153,7 +156,18 @@ class KumulosCRMHook(BaseHook):
         if self._session is None:
             with self._session_lock:
                 if self._session is None:
-                    self._session = self._new_session()
+                    import requests
+
+                    session = self._new_session()
+                    # Every request goes to one host with the same headers and auth, so what
+                    # Session.request works out for each (headers, auth, proxies and CA bundle from
+                    # the environment) is worked out once here.
+                    base_url = self.config.base_url
+                    self._template = session.prepare_request(requests.Request("GET", base_url))
+                    self._environment = dict(
+                        session.merge_environment_settings(base_url, {}, True, self.config.verify, None)
+                    )
+                    self._session = session
         return self._session
 
     def _new_session(self) -> requests.Session:
@@ -176,6 +190,7 @@ class KumulosCRMHook(BaseHook):
             if self._session is not None:
                 self._session.close()
                 self._session = None
+                self._template = None
 
     # --- transport --------------------------------------------------------------------------
 
@@ -186,13 +201,15 @@ class KumulosCRMHook(BaseHook):
 
         config = self.config
         session = self.get_conn()
-        prepared = session.prepare_request(
-            requests.Request(request.method, config.base_url, data=request.body)
-        )
-        # Set after preparing: requests would re-quote the URL and turn an id's %2E%2E back into "..".
+        assert self._template is not None
+        prepared = self._template.copy()
+        prepared.prepare_method(request.method)
+        # Set as is: preparing would re-quote the URL and turn an id's %2E%2E back into "..".
         prepared.url = config.base_url + _policy.request_target(request)
-        # What Session.request would add (proxies, REQUESTS_CA_BUNDLE from the environment), streaming.
-        environment = session.merge_environment_settings(prepared.url, {}, True, config.verify, None)
+        prepared.prepare_body(request.body, None)
+        if session.cookies:
+            prepared.prepare_cookies(session.cookies)
+        environment = self._environment
         self.gate.wait()
         try:
             response = session.send(
@@ -267,8 +284,15 @@ class KumulosCRMHook(BaseHook):
         end_page: int | None = None,
         *,
         raw: bool = False,
-    ) -> Iterator[_policy.UsersPage]:
-        """Pages ``start_page``..``end_page`` (inclusive), stopping early at an empty page or at ``totalUsers``."""
+        ahead: int = 0,
+    ) -> Generator[_policy.UsersPage]:
+        """Pages ``start_page``..``end_page`` (inclusive), stopping early at an empty page or at ``totalUsers``.
+
+        ``ahead`` (0..8) pages are fetched in background threads while the caller works on the
+        current one, overlapping Kumulos' response time with the caller's work; pages still come
+        out in order, and an error is raised where its page would have been. Close the iterator
+        (or exhaust it) to stop the background requests.
+        """
         _policy.check_paging(start_page, per_page, page_parameter="start_page")
         if end_page is not None:
             _policy.check_paging(end_page, per_page, page_parameter="end_page")
@@ -276,15 +300,10 @@ class KumulosCRMHook(BaseHook):
                 raise _policy.KumulosInputError(
                     "end_page", f"{end_page} is before start_page {start_page}", "Use end_page >= start_page."
                 )
-        page = start_page
-        while end_page is None or page <= end_page:
-            result = self.fetch_users_page(page, per_page, raw=raw)
-            if not result.users:
-                return
-            yield result
-            if page * per_page >= result.total_users:
-                return
-            page += 1
+        _policy.check_whole_number("ahead", ahead, 0, MAX_AHEAD)
+        return walk_pages(
+            lambda page: self.fetch_users_page(page, per_page, raw=raw), start_page, end_page, ahead
+        )
 
     def iter_users(
         self, per_page: int = _policy.MAX_PER_PAGE, start_page: int = 1, end_page: int | None = None

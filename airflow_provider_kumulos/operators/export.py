@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._export.options import MAX_PAGE_SIZE, check_split_every, check_static
+from airflow_provider_kumulos._export.options import (
+    DEFAULT_CONCURRENCY,
+    MAX_PAGE_SIZE,
+    check_split_every,
+    check_static,
+)
 from airflow_provider_kumulos._progress import check_interval
 
 if TYPE_CHECKING:
@@ -55,6 +60,8 @@ class ExportUsersOperator(BaseOperator):
     :param end_page: last page to fetch, inclusive; None runs to the end. Templated.
     :param attribute_columns: csv only: attribute keys given their own column (default: the keys
         of the first page). Templated.
+    :param max_concurrency: requests to Kumulos in flight at once (1..8, default 2): the next
+        pages are fetched while the current one is written, in page order.
     :param hook_params: extra ``KumulosCRMHook`` arguments (``timeout``, ``max_retries``...).
     :param progress_interval: seconds between progress lines in the task log.
     """
@@ -87,6 +94,7 @@ class ExportUsersOperator(BaseOperator):
         start_page: int | str = 1,
         end_page: int | str | None = None,
         attribute_columns: list[str] | str | None = None,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
         hook_params: dict[str, Any] | None = None,
         progress_interval: float = 30.0,
         **kwargs: Any,
@@ -100,6 +108,7 @@ class ExportUsersOperator(BaseOperator):
             include_installs=include_installs,
             updated_since_field=updated_since_field,
             on_count_mismatch=on_count_mismatch,
+            max_concurrency=max_concurrency,
         )
         check_split_every(split_every, has_output=output_path is not None)
         self.kumulos_conn_id = kumulos_conn_id
@@ -117,6 +126,7 @@ class ExportUsersOperator(BaseOperator):
         self.start_page = start_page
         self.end_page = end_page
         self.attribute_columns = attribute_columns
+        self.max_concurrency = max_concurrency
         self.hook_params = dict(hook_params or {})
         self.progress_interval = check_interval(progress_interval)
         self._lineage: LineageFacts | None = None
@@ -143,6 +153,7 @@ class ExportUsersOperator(BaseOperator):
             start_page=self.start_page,
             end_page=self.end_page,
             attribute_columns=self.attribute_columns,
+            max_concurrency=self.max_concurrency,
         )
         state_store = cast("dict[str, Any]", context).get("task_state_store")
         hook = KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)

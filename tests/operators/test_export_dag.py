@@ -88,6 +88,7 @@ with DAG("export_resume", schedule=None, start_date=pendulum.datetime(2024, 1, 1
         output_path=OUT + "/parts",
         page_size=10,
         split_every=15,
+        max_concurrency=1,  # one request at a time: the fourth request is page 4
         hook_params=HOOK,
         retries=1,
         retry_delay=timedelta(seconds=0),

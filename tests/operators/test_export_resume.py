@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from airflow_provider_kumulos.exceptions import KumulosAuthError
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 
 PASS = Fault("slow", delay=0)
-OPTIONS: dict[str, Any] = {"page_size": 10, "split_every": 15}
+#: One request at a time, so that the n-th request is page n and a failed run leaves none in flight.
+OPTIONS: dict[str, Any] = {"page_size": 10, "split_every": 15, "max_concurrency": 1}
 
 
 def _pages(emulator: KumulosEmulator) -> list[int]:
@@ -39,14 +41,24 @@ def _read_parts(out: Path) -> bytes:
     return b"".join((out / part["name"]).read_bytes() for part in manifest["parts"])
 
 
+def _settle(emulator: KumulosEmulator) -> None:
+    """Wait until requests still in flight from a failed run have been answered (and logged)."""
+    seen = -1
+    while seen != len(emulator.requests):
+        seen = len(emulator.requests)
+        time.sleep(0.2)
+
+
 def _crash_then_resume(emulator: KumulosEmulator, out: Path, fail_on: int, **options: Any) -> tuple[Any, Any]:
     store = MemoryStateStore()
     _fail_on_request(emulator, fail_on)
+    options = {**OPTIONS, **options}
     with pytest.raises(KumulosAuthError):
-        run_export(state_store=store, output_path=str(out), **OPTIONS, **options)
+        run_export(state_store=store, output_path=str(out), **options)
     checkpoint = store.get(STATE_KEY)
+    _settle(emulator)
     emulator.clear_requests()
-    summary = run_export(state_store=store, output_path=str(out), **OPTIONS, **options)
+    summary = run_export(state_store=store, output_path=str(out), **options)
     return checkpoint, (summary, store)
 
 
@@ -78,6 +90,21 @@ def test_resume_inside_a_page_refetches_only_that_page(
     assert _pages(kumulos_connection) == [2, 3, 4, 5]
     manifest = json.loads((out / "_manifest.json").read_text())
     assert [part["users"] for part in manifest["parts"]] == [15, 15, 15, 5]
+    assert summary["duplicates_dropped"] == 0 and summary["users_written"] == 50
+    assert_export_matches(_read_parts(out), kumulos_connection.users(), "jsonl")
+
+
+@pytest.mark.parametrize("fail_on", [3, 4, 5])
+def test_resume_with_requests_in_flight_continues_at_its_checkpoint(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, fail_on: int
+) -> None:
+    out = tmp_path / "parts"
+    # Three requests in flight: which page the failing request was for depends on timing, so the
+    # checkpoint decides what the retry fetches, and the output is exact whatever it was.
+    checkpoint, (summary, _) = _crash_then_resume(kumulos_connection, out, fail_on=fail_on, max_concurrency=3)
+    assert checkpoint is not None
+    assert sorted(_pages(kumulos_connection)) == list(range(checkpoint["next_page"], 6))
+    assert summary["resumed_parts"] == len(checkpoint["parts"])
     assert summary["duplicates_dropped"] == 0 and summary["users_written"] == 50
     assert_export_matches(_read_parts(out), kumulos_connection.users(), "jsonl")
 
@@ -115,7 +142,9 @@ def test_changed_options_start_over(kumulos_connection: KumulosEmulator, tmp_pat
     with pytest.raises(KumulosAuthError):
         run_export(state_store=store, output_path=str(out), **OPTIONS)
     kumulos_connection.clear_requests()
-    summary = run_export(state_store=store, output_path=str(out), page_size=10, split_every=20)
+    summary = run_export(
+        state_store=store, output_path=str(out), page_size=10, split_every=20, max_concurrency=1
+    )
     assert _pages(kumulos_connection) == [1, 2, 3, 4, 5]
     assert summary["resumed_parts"] == 0
     assert_export_matches(_read_parts(out), kumulos_connection.users(), "jsonl")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import given, settings
@@ -70,72 +69,6 @@ def test_reserve_sizes_the_table_once() -> None:
     assert seen.nbytes == size
     seen.reserve(10)
     assert seen.nbytes == size
-
-
-def test_pretty_printed_users_are_made_single_line_with_the_same_content() -> None:
-    import json
-
-    import msgspec
-
-    from airflow_provider_kumulos._export.jsonl import encode_lines
-    from airflow_provider_kumulos._export.records import batch_from_raw
-
-    body = b'[{"identifier": "a",\n  "attributes": {"note": "two\\nlines"}},\n {"identifier": "b"}]'
-    users = msgspec.json.decode(body, type=list[msgspec.Raw])
-    batch = batch_from_raw(1, users, None)
-    assert batch.identifiers == ["a", "b"]
-    lines = encode_lines(batch.users).splitlines()
-    assert [json.loads(line) for line in lines] == json.loads(body)
-    assert len(lines) == 2
-
-
-def test_a_user_without_identifier_is_a_response_error() -> None:
-    import msgspec
-    import pytest
-
-    from airflow_provider_kumulos._export.records import batch_from_dicts, batch_from_raw
-    from airflow_provider_kumulos.exceptions import KumulosResponseError
-
-    with pytest.raises(KumulosResponseError, match="page 7"):
-        batch_from_raw(7, msgspec.json.decode(b'[{"name": "x"}]', type=list[msgspec.Raw]), None)
-    with pytest.raises(KumulosResponseError, match="no string identifier"):
-        batch_from_dicts(7, [{"identifier": 3}], None)
-
-
-def test_prefetcher_yields_in_order_then_raises_the_source_error() -> None:
-    import pytest
-
-    from airflow_provider_kumulos._export.prefetch import Prefetcher
-
-    def source() -> Iterator[int]:
-        yield from range(5)
-        raise ValueError("page 6 failed")
-
-    got: list[int] = []
-    with pytest.raises(ValueError, match="page 6 failed"), Prefetcher(source(), depth=2) as items:
-        got.extend(items)
-    assert got == [0, 1, 2, 3, 4]
-
-
-def test_prefetcher_stops_fetching_when_the_consumer_gives_up() -> None:
-    import pytest
-
-    from airflow_provider_kumulos._export.prefetch import Prefetcher
-
-    fetched: list[int] = []
-
-    def source() -> Iterator[int]:
-        for item in range(1000):
-            fetched.append(item)
-            yield item
-
-    prefetcher = Prefetcher(source(), depth=2)
-    with pytest.raises(RuntimeError), prefetcher as items:
-        next(items)
-        raise RuntimeError("disk full")
-    prefetcher._thread.join(timeout=5)
-    assert not prefetcher._thread.is_alive()
-    assert len(fetched) <= 4  # the item in hand, two queued, one waiting to be queued
 
 
 class _FailingTarget(io.RawIOBase):

@@ -30,6 +30,9 @@ from airflow_provider_kumulos.testing.emulator import KumulosEmulator
         ({"on_count_mismatch": "ignore"}, "on_count_mismatch", "not a valid choice"),
         ({"split_every": 10}, "split_every", "need an output_path"),
         ({"split_every": 0, "output_path": "/x"}, "split_every", ">= 1"),
+        ({"max_concurrency": 0}, "max_concurrency", "between 1 and 8"),
+        ({"max_concurrency": 9}, "max_concurrency", "more only provokes rate limiting"),
+        ({"max_concurrency": 2.0}, "max_concurrency", "between 1 and 8"),
     ],
 )
 def test_static_arguments_fail_when_the_operator_is_built(

@@ -1,0 +1,81 @@
+"""Walk ``GET /v2/users`` page by page, optionally with a window of requests in flight.
+
+The stop rule is the same either way: stop at an empty page, after the page that reaches the
+``totalUsers`` it reports, or after ``end_page``. With ``ahead`` > 0 the next pages are fetched
+in background threads while the caller works on the current one; pages still come out in order,
+an error comes out where its page would have, and a page is only requested once the latest
+``totalUsers`` says it exists (so a finished walk sends the same requests as a sequential one,
+give or take the window when the user set shrinks under it). Closing the walk early leaves at
+most ``ahead`` requests to finish in the background; nothing new is asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_kumulos._policy import UsersPage
+
+#: Most requests an export keeps in flight: beyond this, more only provokes rate limiting.
+MAX_AHEAD = 8
+
+
+def _last_page(page: UsersPage, end_page: int | None) -> int:
+    """The last page worth requesting, by the ``totalUsers`` this page reports."""
+    last = -(-page.total_users // page.per_page)
+    return last if end_page is None else min(last, end_page)
+
+
+def walk_pages(
+    fetch: Callable[[int], UsersPage], start_page: int, end_page: int | None, ahead: int = 0
+) -> Generator[UsersPage]:
+    """Pages from ``start_page`` on, each fetched by ``fetch(page)``; see the module docstring."""
+    if ahead:
+        yield from _walk_ahead(fetch, start_page, end_page, ahead)
+        return
+    page = start_page
+    while end_page is None or page <= end_page:
+        result = fetch(page)
+        if not result.users:
+            return
+        yield result
+        if page >= _last_page(result, None):
+            return
+        page += 1
+
+
+def _fetch_in_background(fetch: Callable[[int], UsersPage], page: int) -> Future[UsersPage]:
+    """``fetch(page)`` in a daemon thread: a page abandoned by a failed task never holds up its exit."""
+    future: Future[UsersPage] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fetch(page))
+        except BaseException as error:
+            future.set_exception(error)
+
+    threading.Thread(target=run, name=f"kumulos-page-{page}", daemon=True).start()
+    return future
+
+
+def _walk_ahead(
+    fetch: Callable[[int], UsersPage], start_page: int, end_page: int | None, ahead: int
+) -> Generator[UsersPage]:
+    pending = deque([_fetch_in_background(fetch, start_page)])
+    next_page = start_page + 1
+    while pending:
+        result = pending.popleft().result()
+        if not result.users:
+            return
+        last = _last_page(result, end_page)
+        while len(pending) < ahead and next_page <= last:
+            pending.append(_fetch_in_background(fetch, next_page))
+            next_page += 1
+        yield result
+        if result.page >= last:
+            return
