@@ -75,6 +75,7 @@ def best_of(repeat: int, base_url: str, page_size: int, output: Path) -> dict[st
         mode: {
             **min(results, key=lambda run: run["seconds"]),
             "peak_rss_mb": max(run["peak_rss_mb"] for run in results),
+            "all_seconds": sorted(run["seconds"] for run in results),
         }
         for mode, results in runs.items()
     }
@@ -238,6 +239,7 @@ def main() -> None:
         rate = result["users"] / result["seconds"]
         print(
             f"  {mode:7s} {rate:12,.0f} users/s  {result['seconds']:8.2f} s  peak RSS {result['peak_rss_mb']:8.1f} MB"
+            f"  (all runs: {', '.join(f'{seconds:.2f}' for seconds in result['all_seconds'])} s)"
         )
     raw, export, http = results["raw"], results["export"], results["http"]
     print(f"export / raw throughput ratio: {raw['seconds'] / export['seconds']:.2f} (goal >= 0.80)")

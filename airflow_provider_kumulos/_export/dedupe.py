@@ -13,7 +13,7 @@ users); the second would be dropped as a duplicate. Hashes are compared within o
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 _INITIAL_SLOTS = 1 << 12
 _MAX_LOAD = 0.7
@@ -37,9 +37,12 @@ class SeenIdentifiers:
         return self._table.itemsize * len(self._table)
 
     def reserve(self, expected: int) -> None:
-        """Size the table for ``expected`` identifiers now (from ``totalUsers``), sparing later doublings."""
-        while expected > self._limit:
-            self._grow()
+        """Size the table for ``expected`` identifiers now (from ``totalUsers``), in one rehash."""
+        slots = len(self._table)
+        while expected > int(slots * _MAX_LOAD):
+            slots *= 2
+        if slots != len(self._table):
+            self._resize(slots)
 
     def add(self, identifier: str) -> bool:
         """Remember ``identifier``; False if it was already there."""
@@ -47,52 +50,60 @@ class SeenIdentifiers:
         return bool(kept)
 
     def add_many(
-        self, identifiers: Sequence[str], candidates: Iterable[int], limit: int | None
+        self, identifiers: Sequence[str], candidates: Sequence[int], limit: int | None
     ) -> tuple[list[int], int, int]:
         """Add ``identifiers[i]`` for each candidate ``i`` until ``limit`` new ones were added.
 
         Returns the positions that were new, how many were duplicates, and how many candidates
-        were consumed. One tight loop per page: this runs for every exported user.
+        were consumed. One tight loop per page: this runs for every exported user, so the keys are
+        hashed in one C-level pass first and the table is grown up front, never inside the loop.
         """
-        table, mask = self._table, len(self._table) - 1
-        count, grow_at = self._count, self._limit
+        if limit is None:
+            kept, duplicates = self._add(identifiers, candidates)
+            return kept, duplicates, len(candidates)
         positions: list[int] = []
-        append = positions.append
-        kept = duplicates = consumed = 0
-        for index in candidates:
-            if kept == limit:
-                break
-            consumed += 1
-            key = (hash(identifiers[index]) & _MASK64) or 1
-            slot = key & mask
-            current = table[slot]
-            while current and current != key:
-                slot = (slot + 1) & mask
-                current = table[slot]
-            if current:
-                duplicates += 1
-                continue
-            table[slot] = key
-            append(index)
-            kept += 1
-            count += 1
-            if count > grow_at:
-                self._count = count
-                self._grow()
-                table, mask, grow_at = self._table, len(self._table) - 1, self._limit
-        self._count = count
+        duplicates = consumed = 0
+        while len(positions) < limit and consumed < len(candidates):
+            # A slice of as many candidates as are still wanted can never overshoot the limit.
+            chunk = candidates[consumed : consumed + limit - len(positions)]
+            kept, dropped = self._add(identifiers, chunk)
+            positions += kept
+            duplicates += dropped
+            consumed += len(chunk)
         return positions, duplicates, consumed
 
-    def _grow(self) -> None:
+    def _add(self, identifiers: Sequence[str], candidates: Sequence[int]) -> tuple[list[int], int]:
+        """Add every candidate; returns the new positions and the number of duplicates."""
+        self.reserve(self._count + len(candidates))
+        table, mask = self._table, len(self._table) - 1
+        keys = [(key & _MASK64) or 1 for key in map(hash, map(identifiers.__getitem__, candidates))]
+        positions: list[int] = []
+        append = positions.append
+        duplicates = 0
+        for index, key in zip(candidates, keys, strict=True):
+            slot = key & mask
+            current = table[slot]
+            while current:
+                if current == key:
+                    break
+                slot = (slot + 1) & mask
+                current = table[slot]
+            else:
+                table[slot] = key
+                append(index)
+                continue
+            duplicates += 1
+        self._count += len(positions)
+        return positions, duplicates
+
+    def _resize(self, slots: int) -> None:
         old = self._table
-        slots = len(old) * 2
         table = array("Q", bytes(8 * slots))
         mask = slots - 1
-        for key in old:
-            if key:
-                slot = key & mask
-                while table[slot]:
-                    slot = (slot + 1) & mask
-                table[slot] = key
+        for key in filter(None, old):  # skips the empty slots in C
+            slot = key & mask
+            while table[slot]:
+                slot = (slot + 1) & mask
+            table[slot] = key
         self._table = table
         self._limit = int(slots * _MAX_LOAD)

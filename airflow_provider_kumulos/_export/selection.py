@@ -8,7 +8,6 @@ export knows where inside the page to continue).
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,9 +57,7 @@ class Selector:
         """Walk users from ``start`` until the page ends or ``limit`` users were kept."""
         candidates = self._passing(batch)
         first = bisect.bisect_left(candidates, start)
-        positions, duplicates, consumed = self.seen.add_many(
-            batch.identifiers, itertools.islice(candidates, first, None), limit
-        )
+        positions, duplicates, consumed = self.seen.add_many(batch.identifiers, candidates[first:], limit)
         after = first + consumed
         stop = candidates[after] if after < len(candidates) else len(batch)
         return Selection(stop, positions, duplicates, filtered=(stop - start) - consumed)

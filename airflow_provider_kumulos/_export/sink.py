@@ -1,9 +1,11 @@
 """Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
 
-The writer of a format writes to :attr:`Sink.stream`; underneath, a writer thread (optionally)
-gzip-compresses the bytes, counts and hashes them exactly as stored, and writes them to a
-temporary object that :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if
-the block completes.
+The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
+gzip-compressed, counted and hashed exactly as stored, and written to a temporary object that
+:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+Compression and remote stores get a writer thread, so that their slow work overlaps with the
+next pages; an uncompressed local file is written inline, where hashing and writing a page take
+well under a millisecond and handing them to a thread would cost more than it saves.
 Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
 duplicates) decompresses the same way, and :func:`stored_digest` hashes the stored bytes again.
 """
@@ -24,6 +26,9 @@ from airflow_provider_kumulos._storage import atomic_write
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+#: Protocols of the local filesystem, written without a writer thread.
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class _HashingWriter(io.RawIOBase):
@@ -129,12 +134,16 @@ def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink
             if compression == "gzip"
             else hashing
         )
-        writer = _WriterThread(encoded)
-        sink = Sink(io.BufferedWriter(writer, buffer_size=1 << 20))
+        writer = _WriterThread(encoded) if compression or path.protocol not in LOCAL_PROTOCOLS else None
+        sink = Sink(io.BufferedWriter(writer or encoded, buffer_size=1 << 20))
         try:
             yield sink
         except BaseException:
-            writer.abandon()
+            if writer is not None:
+                writer.abandon()
+            else:  # the temporary object is about to be discarded: flush into it, quietly
+                with contextlib.suppress(Exception):
+                    sink.stream.close()
             raise
         sink.stream.close()
         encoded.close()

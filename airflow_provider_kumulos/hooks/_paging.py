@@ -11,6 +11,7 @@ most ``ahead`` requests to finish in the background; nothing new is asked for.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -48,34 +49,57 @@ def walk_pages(
         page += 1
 
 
-def _fetch_in_background(fetch: Callable[[int], UsersPage], page: int) -> Future[UsersPage]:
-    """``fetch(page)`` in a daemon thread: a page abandoned by a failed task never holds up its exit."""
-    future: Future[UsersPage] = Future()
+class _Fetchers:
+    """``workers`` daemon threads running ``fetch(page)`` for :meth:`submit`; daemon threads so that
+    a page abandoned by a failed task never holds up the task's exit."""
 
-    def run() -> None:
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fetch(page))
-        except BaseException as error:
-            future.set_exception(error)
+    def __init__(self, fetch: Callable[[int], UsersPage], workers: int) -> None:
+        self._fetch = fetch
+        self._jobs: queue.SimpleQueue[tuple[Future[UsersPage], int] | None] = queue.SimpleQueue()
+        self._workers = workers
+        for number in range(workers):
+            threading.Thread(target=self._work, name=f"kumulos-pages-{number}", daemon=True).start()
 
-    threading.Thread(target=run, name=f"kumulos-page-{page}", daemon=True).start()
-    return future
+    def submit(self, page: int) -> Future[UsersPage]:
+        future: Future[UsersPage] = Future()
+        self._jobs.put((future, page))
+        return future
+
+    def close(self) -> None:
+        """Stop the workers once they finish the request they may be in."""
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, page = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._fetch(page))
+            except BaseException as error:
+                future.set_exception(error)
 
 
 def _walk_ahead(
     fetch: Callable[[int], UsersPage], start_page: int, end_page: int | None, ahead: int
 ) -> Generator[UsersPage]:
-    pending = deque([_fetch_in_background(fetch, start_page)])
+    fetchers = _Fetchers(fetch, ahead)
+    pending = deque([fetchers.submit(start_page)])
     next_page = start_page + 1
-    while pending:
-        result = pending.popleft().result()
-        if not result.users:
-            return
-        last = _last_page(result, end_page)
-        while len(pending) < ahead and next_page <= last:
-            pending.append(_fetch_in_background(fetch, next_page))
-            next_page += 1
-        yield result
-        if result.page >= last:
-            return
+    try:
+        while pending:
+            result = pending.popleft().result()
+            if not result.users:
+                return
+            last = _last_page(result, end_page)
+            while len(pending) < ahead and next_page <= last:
+                pending.append(fetchers.submit(next_page))
+                next_page += 1
+            yield result
+            if result.page >= last:
+                return
+    finally:
+        for future in pending:
+            future.cancel()
+        fetchers.close()
