@@ -47,14 +47,22 @@ from airflow_provider_kumulos.operators.kumulos import ExportUsersOperator, SetA
 Export, Set = recorded(ExportUsersOperator), recorded(SetAttributesOperator)
 
 with DAG("reliability_malformed", schedule=None, start_date=datetime(2026, 1, 1)):
+    # One request at a time, so that the third request and its retries are page 3.
     for task in {exports!r}:
-        Export(task_id=task, kumulos_conn_id="kumulos_" + task, output_path={folder!r} + "/" + task + ".jsonl", page_size=10)
+        Export(
+            task_id=task,
+            kumulos_conn_id="kumulos_" + task,
+            output_path={folder!r} + "/" + task + ".jsonl",
+            page_size=10,
+            max_concurrency=1,
+        )
     Export(
         task_id="parts_always",
         kumulos_conn_id="kumulos_parts_always",
         output_path={folder!r} + "/parts",
         page_size=10,
         split_every=10,
+        max_concurrency=1,
     )
     Set(
         task_id="set_bad_answer",
