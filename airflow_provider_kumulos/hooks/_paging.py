@@ -6,7 +6,7 @@ in background threads while the caller works on the current one; pages still com
 an error comes out where its page would have, and a page is only requested once the latest
 ``totalUsers`` says it exists (so a finished walk sends the same requests as a sequential one,
 give or take the window when the user set shrinks under it). Closing the walk early leaves at
-most ``ahead`` requests to finish in the background; nothing new is asked for.
+most ``ahead`` requests to finish in the background; nothing new is asked for, not even a retry.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ def _last_page(page: UsersPage, end_page: int | None) -> int:
 
 
 def walk_pages(
-    fetch: Callable[[int], UsersPage], start_page: int, end_page: int | None, ahead: int = 0
+    fetch: Callable[[int], UsersPage],
+    start_page: int,
+    end_page: int | None,
+    ahead: int = 0,
+    closed: threading.Event | None = None,
 ) -> Generator[UsersPage]:
-    """Pages from ``start_page`` on, each fetched by ``fetch(page)``; see the module docstring."""
+    """Pages from ``start_page`` on, each fetched by ``fetch(page)``; see the module docstring.
+    ``closed`` is set when the walk ends, however it ends (for requests still in flight)."""
     if ahead:
-        yield from _walk_ahead(fetch, start_page, end_page, ahead)
+        try:
+            yield from _walk_ahead(fetch, start_page, end_page, ahead)
+        finally:
+            if closed is not None:
+                closed.set()
         return
     page = start_page
     while end_page is None or page <= end_page:

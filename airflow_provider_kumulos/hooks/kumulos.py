@@ -252,11 +252,18 @@ class KumulosCRMHook(BaseHook):
         self,
         request: _policy.Request,
         interpret: Callable[[_policy.Request, _policy.Response], Any] = _policy.interpret,
+        abandoned: threading.Event | None = None,
     ) -> Any:
-        """Send ``request`` with retries; ``interpret(request, response)`` returns the result or raises."""
+        """Send ``request`` with retries; ``interpret(request, response)`` returns the result or raises.
+
+        Once ``abandoned`` is set (nobody waits for the answer any more), no further attempt is made.
+        """
         import tenacity
 
-        for attempt in tenacity.Retrying(**retry_kwargs(self.config.retry, self._before_sleep)):
+        settings = retry_kwargs(self.config.retry, self._before_sleep)
+        if abandoned is not None:
+            settings["stop"] = settings["stop"] | tenacity.stop_when_event_set(abandoned)
+        for attempt in tenacity.Retrying(**settings):
             with attempt:
                 return interpret(request, self._send_once(request))
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
@@ -274,8 +281,13 @@ class KumulosCRMHook(BaseHook):
         ``raw=True`` keeps each user as the exact JSON bytes Kumulos sent (``msgspec.Raw``), which
         lets exports write users through without decoding and re-encoding them.
         """
+        return self._fetch_page(page, per_page, raw)
+
+    def _fetch_page(
+        self, page: int, per_page: int, raw: bool, abandoned: threading.Event | None = None
+    ) -> _policy.UsersPage:
         request = _policy.users_page_request(page, per_page)
-        return self._call(request, lambda req, resp: _policy.decode_users_page(req, resp, raw=raw))
+        return self._call(request, lambda req, resp: _policy.decode_users_page(req, resp, raw=raw), abandoned)
 
     def iter_pages(
         self,
@@ -301,8 +313,9 @@ class KumulosCRMHook(BaseHook):
                     "end_page", f"{end_page} is before start_page {start_page}", "Use end_page >= start_page."
                 )
         _policy.check_whole_number("ahead", ahead, 0, MAX_AHEAD)
+        closed = threading.Event()  # set when the walk ends: requests still on their way stop retrying
         return walk_pages(
-            lambda page: self.fetch_users_page(page, per_page, raw=raw), start_page, end_page, ahead
+            lambda page: self._fetch_page(page, per_page, raw, closed), start_page, end_page, ahead, closed
         )
 
     def iter_users(

@@ -78,6 +78,20 @@ def test_an_error_ahead_is_raised_after_the_pages_before_it(
     assert max(requested_pages(received)) <= 4  # nothing is asked for past the window
 
 
+def test_a_page_still_on_its_way_stops_retrying_once_the_walk_has_failed(
+    make_hook: Callable[..., KumulosCRMHook], kumulos_emulator: KumulosEmulator, received: Received
+) -> None:
+    hook = make_hook(max_retries=5, backoff_base=0.3, backoff_max=0.3)
+    # Page 1 goes alone; then one of pages 2 and 3 is refused (401) and the other keeps failing (503).
+    faults = [Fault("slow", delay=0), Fault("status", status=401), *[Fault("status", status=503)] * 6]
+    kumulos_emulator.script_faults(faults, path_prefix="/v2/users")
+    with pytest.raises(KumulosAuthError):
+        list(hook.iter_pages(per_page=10, ahead=2))
+    time.sleep(1.5)  # long enough for four more retries, were they still made
+    # Page 1, the refused page, the failing page's first attempt and at most one retry under way.
+    assert len(requested_pages(received)) <= 4
+
+
 @pytest.mark.parametrize("ahead", [-1, 9, True, "2"])
 def test_ahead_is_checked_before_any_request(hook: KumulosCRMHook, received: Received, ahead: object) -> None:
     with pytest.raises(KumulosInputError) as caught:
