@@ -66,7 +66,8 @@ def temp_sibling(path: ObjectStoragePath) -> ObjectStoragePath:
     return path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
 
 
-def _is_local(path: ObjectStoragePath) -> bool:
+def is_local(path: ObjectStoragePath) -> bool:
+    """Whether ``path`` is on the local filesystem (not an object store)."""
     from fsspec.implementations.local import LocalFileSystem
 
     return isinstance(path.fs, LocalFileSystem)
@@ -99,7 +100,7 @@ def atomic_write(
     target = resolve_path(path)
     temp = temp_sibling(target)
     fs = target.fs
-    if _is_local(target):
+    if is_local(target):
         fs.makedirs(target.parent.path, exist_ok=True)
     raw = fs.open(temp.path, "wb")
     stream: IO[Any] = (

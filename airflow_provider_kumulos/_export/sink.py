@@ -22,13 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_kumulos._storage import atomic_write
+from airflow_provider_kumulos._storage import atomic_write, is_local
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
-
-#: Protocols of the local filesystem, written without a writer thread.
-LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class _HashingWriter(io.RawIOBase):
@@ -134,7 +131,7 @@ def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink
             if compression == "gzip"
             else hashing
         )
-        writer = _WriterThread(encoded) if compression or path.protocol not in LOCAL_PROTOCOLS else None
+        writer = _WriterThread(encoded) if compression or not is_local(path) else None
         sink = Sink(io.BufferedWriter(writer or encoded, buffer_size=1 << 20))
         try:
             yield sink

@@ -278,8 +278,10 @@ class KumulosCRMHook(BaseHook):
     def fetch_users_page(self, page: int, per_page: int, *, raw: bool = False) -> _policy.UsersPage:
         """One page as a checked :class:`~airflow_provider_kumulos._policy.UsersPage`.
 
-        ``raw=True`` keeps each user as the exact JSON bytes Kumulos sent (``msgspec.Raw``), which
-        lets exports write users through without decoding and re-encoding them.
+        ``raw=True`` keeps each user as the exact JSON bytes Kumulos sent (``msgspec.Raw``; a
+        pretty-printed page has its users re-encoded on one line each, same content), which lets
+        exports write users through without decoding and re-encoding them. Either way the page's
+        ``identifiers`` are read, and a user without a string identifier makes the page malformed.
         """
         return self._fetch_page(page, per_page, raw)
 
