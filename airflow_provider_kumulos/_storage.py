@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 #: Prefix of temporary objects; the leading dot keeps them out of most readers' globs.
 TEMP_PREFIX = ".kumulos-tmp-"
+#: Age after which a local temporary is a killed writer's leftover: a live writer touches its file
+#: with every page, and no wait of the hook (Retry-After is capped at two minutes) comes close.
+STALE_TEMPORARY_SECONDS = 3600.0
 
 
 def resolve_path(
@@ -71,6 +75,24 @@ def is_local(path: ObjectStoragePath) -> bool:
     from fsspec.implementations.local import LocalFileSystem
 
     return isinstance(path.fs, LocalFileSystem)
+
+
+def sweep_stale_temporaries(folder: ObjectStoragePath, suffix: str = "") -> int:
+    """Delete temporaries in ``folder`` (named ``...<suffix>``) that a killed writer left behind.
+
+    Local disks only: on object stores a killed upload leaves no temporary object (an unfinished
+    multipart upload, which a bucket lifecycle rule aborts). Returns how many were deleted.
+    """
+    if not is_local(folder) or not folder.fs.isdir(folder.path):
+        return 0
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    removed = 0
+    for entry in folder.fs.ls(folder.path, detail=True):
+        name = os.path.basename(entry["name"])
+        if name.startswith(TEMP_PREFIX) and name.endswith(suffix) and entry.get("mtime", cutoff) < cutoff:
+            remove_quietly(folder / name)
+            removed += 1
+    return removed
 
 
 def remove_quietly(path: ObjectStoragePath) -> None:

@@ -25,10 +25,13 @@ from airflow_provider_kumulos._export.records import batch_from_dicts, batch_fro
 from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
 from airflow_provider_kumulos._export.selection import Selector
 from airflow_provider_kumulos._progress import ProgressLogger
+from airflow_provider_kumulos._storage import sweep_stale_temporaries
 from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 
 if TYPE_CHECKING:
     import logging
+
+    from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_kumulos._policy import UsersPage
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
@@ -81,6 +84,7 @@ class ExportRun:
         options = self.options
         if options.output_path is None:
             return XComOutput(options.max_xcom_users)
+        self._sweep_leftovers(options.output_path)
         if options.split_every is None:
             return FileOutput(options.output_path, self.fmt)
         checkpoint = self.resume.load()
@@ -92,6 +96,17 @@ class ExportRun:
         output = PartedOutput(options.output_path, self.fmt, options.split_every)
         output.clear_previous()
         return output
+
+    def _sweep_leftovers(self, path: ObjectStoragePath) -> None:
+        """Delete temporaries an earlier, killed run of this export left next to its output."""
+        folder, suffix = (path.parent, f"-{path.name}") if self.options.split_every is None else (path, "")
+        removed = sweep_stale_temporaries(folder, suffix)
+        if removed:
+            self.log.info(
+                "Removed %d temporary file(s) left in %s by an earlier export that was killed.",
+                removed,
+                folder,
+            )
 
     def _resume_from(self, checkpoint: Checkpoint) -> PartedOutput | None:
         assert self.options.output_path is not None and self.options.split_every is not None

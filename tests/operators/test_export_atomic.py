@@ -169,3 +169,43 @@ with KumulosEmulator(users=400, latency=0.05) as emulator:
         process.wait()
     assert not path.exists()
     assert all(name.startswith(TEMP_PREFIX) for name in os.listdir(tmp_path))
+
+
+# --- leftovers of killed runs -------------------------------------------------------------------
+
+
+def _temporary(folder: Path, name: str, age_seconds: float) -> Path:
+    path = folder / f"{TEMP_PREFIX}{name}"
+    path.write_bytes(b"half an export")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_an_export_sweeps_its_own_stale_temporaries_only(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = _temporary(tmp_path, "0a1b-users.jsonl", age_seconds=2 * 3600)
+    live = _temporary(tmp_path, "2c3d-users.jsonl", age_seconds=60)  # a concurrent writer's
+    other = _temporary(tmp_path, "4e5f-other.jsonl", age_seconds=2 * 3600)  # another export's
+    run_export(output_path=str(tmp_path / "users.jsonl"), page_size=10)
+    assert not stale.exists()
+    assert live.exists() and other.exists()
+    assert "Removed 1 temporary file(s)" in capsys.readouterr().out
+
+
+def test_a_parted_export_sweeps_stale_temporaries_in_its_folder(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    stale = [_temporary(folder, f"{n}-part-0000{n}.jsonl", age_seconds=7200) for n in range(2)]
+    live = _temporary(folder, "9-part-00009.jsonl", age_seconds=5)
+    run_export(output_path=str(folder), page_size=10, split_every=20)
+    assert not any(path.exists() for path in stale)
+    assert live.exists()
+    assert_export_matches(
+        b"".join((folder / f"part-0000{n}.jsonl").read_bytes() for n in range(3)),
+        kumulos_connection.users(),
+        "jsonl",
+    )
