@@ -70,6 +70,7 @@ class _Fetchers:
             threading.Thread(target=self._work, name=f"kumulos-pages-{number}", daemon=True).start()
 
     def submit(self, page: int) -> Future[UsersPage]:
+        """Queue ``fetch(page)`` for the next free worker; the future carries its page or error."""
         future: Future[UsersPage] = Future()
         self._jobs.put((future, page))
         return future
