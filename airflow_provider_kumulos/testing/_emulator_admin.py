@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
 ADMIN_PREFIX = "/_emulator"
-_FAULT_KEYS = {"script", "method", "path_prefix", "rates", "latency", "reject", "drift"}
+_FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift"}
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -32,7 +32,12 @@ def _configure_faults(emulator: KumulosEmulator, body: dict[str, Any]) -> None:
         raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(_FAULT_KEYS)}")
     if "script" in body:
         faults = [Fault.from_dict(item) for item in body["script"]]
-        emulator.script_faults(faults, method=body.get("method"), path_prefix=body.get("path_prefix"))
+        page = body.get("page")
+        if page is not None and (isinstance(page, bool) or not isinstance(page, int)):
+            raise ValueError(f"page must be a whole number, got {page!r}")
+        emulator.script_faults(
+            faults, method=body.get("method"), path_prefix=body.get("path_prefix"), page=page
+        )
     if "rates" in body:
         emulator.set_fault_rates(**body["rates"])
     if "latency" in body:

@@ -114,15 +114,18 @@ class FaultRates:
 
 @dataclass
 class _Script:
-    """Faults consumed in order by requests matching ``method`` and ``path_prefix``."""
+    """Faults consumed in order by requests matching ``method``, ``path_prefix`` and users ``page``."""
 
     method: str | None
     path_prefix: str | None
     faults: deque[Fault]
+    page: int | None = None
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_prefix is None or path.startswith(self.path_prefix)
+    def matches(self, method: str, path: str, page: int | None) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and (self.path_prefix is None or path.startswith(self.path_prefix))
+            and (self.page is None or (path == "/v2/users" and page == self.page))
         )
 
 
@@ -144,15 +147,20 @@ class FaultPlan:
             self.latency = self._initial_latency
 
     def script(
-        self, faults: Iterable[Fault], method: str | None = None, path_prefix: str | None = None
+        self,
+        faults: Iterable[Fault],
+        method: str | None = None,
+        path_prefix: str | None = None,
+        page: int | None = None,
     ) -> None:
-        """Queue faults for the next matching requests (after any queued earlier)."""
+        """Queue faults for the next matching requests (after any queued earlier); ``page`` limits
+        them to requests for that users page, whatever order concurrent requests arrive in."""
         queue = deque(faults)
         for fault in queue:
             if not isinstance(fault, Fault):
                 raise TypeError(f"expected Fault, got {type(fault).__name__}")
         with self._lock:
-            self._scripts.append(_Script(method.upper() if method else None, path_prefix, queue))
+            self._scripts.append(_Script(method.upper() if method else None, path_prefix, queue, page))
 
     def set_rates(self, rates: FaultRates, seed: int) -> None:
         """Inject random faults with these probabilities (seeded, so runs repeat)."""
@@ -175,11 +183,12 @@ class FaultPlan:
     def _weights(rates: FaultRates) -> list[float]:
         return [rates.error_5xx, rates.rate_limit, rates.drop, rates.slow, rates.truncated, rates.non_json]
 
-    def next_fault(self, method: str, path: str) -> Fault | None:
-        """Consume the fault for one request: scripted first, then random by rate."""
+    def next_fault(self, method: str, path: str, page: int | None = None) -> Fault | None:
+        """Consume the fault for one request (``page``: the users page it asks for): scripted
+        first, then random by rate."""
         with self._lock:
             for script in self._scripts:
-                if script.faults and script.matches(method, path):
+                if script.faults and script.matches(method, path, page):
                     return script.faults.popleft()
             rates = self._rates
             if rates is None:

@@ -57,6 +57,12 @@ def connection_json(base_url: str, api_key: str, server_key: str, **extra: Any) 
     )
 
 
+def _requested_page(request: Request) -> int | None:
+    """The ``currentPage`` a request asks for, if it names one as a number."""
+    values = request.query.get("currentPage")
+    return int(values[0]) if values and values[0].isdigit() else None
+
+
 class KumulosEmulator:
     """An in-process Kumulos CRM API server; use as a context manager (or start()/stop())."""
 
@@ -150,7 +156,7 @@ class KumulosEmulator:
         """Admin requests go straight through; API requests get latency, faults and logging."""
         if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
             return handle_admin(request, self)
-        fault = self._faults.next_fault(request.method, request.path)
+        fault = self._faults.next_fault(request.method, request.path, _requested_page(request))
         if self._faults.latency > 0:
             time.sleep(self._faults.latency)
         kind = fault.kind if fault else None
@@ -242,10 +248,16 @@ class KumulosEmulator:
     # -- fault injection ------------------------------------------------------------------
 
     def script_faults(
-        self, faults: Iterable[Fault], method: str | None = None, path_prefix: str | None = None
+        self,
+        faults: Iterable[Fault],
+        method: str | None = None,
+        path_prefix: str | None = None,
+        page: int | None = None,
     ) -> None:
-        """The next matching API requests get these faults, one each, in order."""
-        self._faults.script(faults, method=method, path_prefix=path_prefix)
+        """The next matching API requests get these faults, one each, in order. ``page`` matches
+        only ``GET /v2/users`` requests for that page, so a fault lands on the page meant even when
+        a client keeps several requests in flight."""
+        self._faults.script(faults, method=method, path_prefix=path_prefix, page=page)
 
     def set_fault_rates(
         self,

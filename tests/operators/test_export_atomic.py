@@ -17,11 +17,9 @@ from airflow_provider_kumulos._storage import TEMP_PREFIX, atomic_write, resolve
 from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosServerError
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 
-PASS = Fault("slow", delay=0)
-
 
 def _fail_page_3(emulator: KumulosEmulator, fault: Fault) -> None:
-    emulator.script_faults([PASS, PASS, fault], path_prefix="/v2/users")
+    emulator.script_faults([fault], page=3)
 
 
 def _keys(s3_client: Any, bucket: str) -> list[str]:
@@ -89,9 +87,9 @@ def test_failure_on_page_3_leaves_the_previous_file_untouched(
     path = tmp_path / f"users.{fmt}"
     path.write_bytes(b"previous export")
     faults = [fault] * 3 if fault.status == 503 else [fault]  # 503 is retried twice, then gives up
-    kumulos_connection.script_faults([PASS, PASS, *faults], path_prefix="/v2/users")
-    with pytest.raises(error):  # one request at a time: the third request and its retries are page 3
-        run_export(output_path=str(path), format=fmt, page_size=10, max_concurrency=1)
+    kumulos_connection.script_faults(faults, page=3)
+    with pytest.raises(error):
+        run_export(output_path=str(path), format=fmt, page_size=10)
     assert path.read_bytes() == b"previous export"
     assert leftovers(tmp_path) == [f"users.{fmt}"]
 

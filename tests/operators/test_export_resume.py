@@ -22,17 +22,23 @@ from airflow_provider_kumulos.exceptions import KumulosAuthError
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 
 PASS = Fault("slow", delay=0)
-#: One request at a time, so that the n-th request is page n and a failed run leaves none in flight.
-OPTIONS: dict[str, Any] = {"page_size": 10, "split_every": 15, "max_concurrency": 1}
+#: Default concurrency: faults target a page, and a failed run's requests in flight are waited for.
+OPTIONS: dict[str, Any] = {"page_size": 10, "split_every": 15}
 
 
 def _pages(emulator: KumulosEmulator) -> list[int]:
-    return [
+    """Pages requested, in page order (requests in flight are answered in any order)."""
+    return sorted(
         int(request.query["currentPage"][0]) for request in emulator.requests if request.path == "/v2/users"
-    ]
+    )
+
+
+def _fail_on_page(emulator: KumulosEmulator, page: int) -> None:
+    emulator.script_faults([Fault("status", status=401)], page=page)
 
 
 def _fail_on_request(emulator: KumulosEmulator, number: int) -> None:
+    """The ``number``-th request to arrive fails, whichever page it is for."""
     emulator.script_faults([PASS] * (number - 1) + [Fault("status", status=401)], path_prefix="/v2/users")
 
 
@@ -49,9 +55,11 @@ def _settle(emulator: KumulosEmulator) -> None:
         time.sleep(0.2)
 
 
-def _crash_then_resume(emulator: KumulosEmulator, out: Path, fail_on: int, **options: Any) -> tuple[Any, Any]:
+def _crash_then_resume(
+    emulator: KumulosEmulator, out: Path, fail_on: int, by_request: bool = False, **options: Any
+) -> tuple[Any, Any]:
     store = MemoryStateStore()
-    _fail_on_request(emulator, fail_on)
+    (_fail_on_request if by_request else _fail_on_page)(emulator, fail_on)
     options = {**OPTIONS, **options}
     with pytest.raises(KumulosAuthError):
         run_export(state_store=store, output_path=str(out), **options)
@@ -99,12 +107,15 @@ def test_resume_with_requests_in_flight_continues_at_its_checkpoint(
     kumulos_connection: KumulosEmulator, tmp_path: Path, fail_on: int
 ) -> None:
     out = tmp_path / "parts"
-    # Three requests in flight: which page the failing request was for depends on timing, so the
-    # checkpoint decides what the retry fetches, and the output is exact whatever it was.
-    checkpoint, (summary, _) = _crash_then_resume(kumulos_connection, out, fail_on=fail_on, max_concurrency=3)
-    assert checkpoint is not None
-    assert sorted(_pages(kumulos_connection)) == list(range(checkpoint["next_page"], 6))
-    assert summary["resumed_parts"] == len(checkpoint["parts"])
+    # Three requests in flight: which page the failing request was for depends on timing (page 2,
+    # before any part was finished, leaves no checkpoint), so the checkpoint decides what the retry
+    # fetches, and the output is exact whatever it was.
+    checkpoint, (summary, _) = _crash_then_resume(
+        kumulos_connection, out, fail_on=fail_on, by_request=True, max_concurrency=3
+    )
+    next_page, parts = (checkpoint["next_page"], len(checkpoint["parts"])) if checkpoint else (1, 0)
+    assert _pages(kumulos_connection) == list(range(next_page, 6))
+    assert summary["resumed_parts"] == parts
     assert summary["duplicates_dropped"] == 0 and summary["users_written"] == 50
     assert_export_matches(_read_parts(out), kumulos_connection.users(), "jsonl")
 
@@ -138,13 +149,12 @@ def test_resume_restores_every_format(
 def test_changed_options_start_over(kumulos_connection: KumulosEmulator, tmp_path: Path) -> None:
     out = tmp_path / "parts"
     store = MemoryStateStore()
-    _fail_on_request(kumulos_connection, 4)
+    _fail_on_page(kumulos_connection, 4)
     with pytest.raises(KumulosAuthError):
         run_export(state_store=store, output_path=str(out), **OPTIONS)
+    _settle(kumulos_connection)
     kumulos_connection.clear_requests()
-    summary = run_export(
-        state_store=store, output_path=str(out), page_size=10, split_every=20, max_concurrency=1
-    )
+    summary = run_export(state_store=store, output_path=str(out), page_size=10, split_every=20)
     assert _pages(kumulos_connection) == [1, 2, 3, 4, 5]
     assert summary["resumed_parts"] == 0
     assert_export_matches(_read_parts(out), kumulos_connection.users(), "jsonl")
@@ -155,10 +165,11 @@ def test_a_changed_part_means_starting_over(
 ) -> None:
     out = tmp_path / "parts"
     store = MemoryStateStore()
-    _fail_on_request(kumulos_connection, 4)
+    _fail_on_page(kumulos_connection, 4)
     with pytest.raises(KumulosAuthError):
         run_export(state_store=store, output_path=str(out), **OPTIONS)
     (out / "part-00001.jsonl").write_bytes(b'{"identifier":"intruder"}\n')
+    _settle(kumulos_connection)
     kumulos_connection.clear_requests()
     summary = run_export(state_store=store, output_path=str(out), **OPTIONS)
     assert _pages(kumulos_connection) == [1, 2, 3, 4, 5]
@@ -182,7 +193,7 @@ def test_api_failure_with_a_state_store_keeps_finished_parts_but_no_manifest(
 ) -> None:
     out = tmp_path / "parts"
     run_export(output_path=str(out), **OPTIONS)
-    _fail_on_request(kumulos_connection, 4)
+    _fail_on_page(kumulos_connection, 4)
     with pytest.raises(KumulosAuthError):
         run_export(state_store=MemoryStateStore(), output_path=str(out), **OPTIONS)
     assert leftovers(out) == ["part-00000.jsonl", "part-00001.jsonl"]

@@ -542,6 +542,28 @@ def test_script_filters_by_method_and_path(emu: KumulosEmulator, api: requests.S
     assert emu.stats()["pending_faults"] == 0
 
 
+def test_script_can_target_one_users_page_whatever_the_arrival_order(
+    emu: KumulosEmulator, api: requests.Session
+) -> None:
+    emu.script_faults([Fault.status_code(503), Fault.status_code(401)], page=3)
+
+    def page(number: int) -> int:
+        return api.get(f"{emu.base_url}/v2/users?currentPage={number}&numberPerPage=10").status_code
+
+    assert [page(4), page(2), page(3), page(1), page(3), page(3)] == [200, 200, 503, 200, 401, 200]
+    assert api.get(attributes_url(emu, "user-000001")).status_code == 200
+    emu.script_faults([Fault.status_code(502)], page=2)
+    assert (
+        requests.post(
+            f"{emu.base_url}/_emulator/faults",
+            json={"script": [{"kind": "status", "status": 500}], "page": 5},
+        ).status_code
+        == 204
+    )
+    assert [page(5), page(2), page(5)] == [500, 502, 200]
+    assert emu.stats()["pending_faults"] == 0
+
+
 def test_random_fault_rates_are_seeded(emu: KumulosEmulator, api: requests.Session) -> None:
     url = f"{emu.base_url}/v1/users/user-000001/attributes"
 
