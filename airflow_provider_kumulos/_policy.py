@@ -295,6 +295,13 @@ def describe(request: Request, status: int | None = None) -> str:
     return f"{where} returned HTTP {status}" if status is not None else where
 
 
+def malformed(request: Request, status: int, problem: str) -> KumulosResponseError:
+    """The error for an answer that does not have the documented shape (``problem`` ends the message)."""
+    return KumulosResponseError(
+        f"{describe(request, status)} {problem}", status=status, operation=request.operation
+    )
+
+
 def transport_error(request: Request, problem: str) -> KumulosTransportError:
     """The error for a request that got no HTTP answer (whatever client sent it)."""
     return KumulosTransportError(f"{describe(request)}: {problem}", operation=request.operation)
@@ -342,17 +349,11 @@ def _decode_json(request: Request, response: Response) -> Any:
     try:
         return json.loads(response.body)
     except ValueError:
-        raise KumulosResponseError(
-            f"{describe(request, response.status)} with a body that is not JSON: {_snippet(response.body)!r}",
-            status=response.status,
-            operation=request.operation,
+        raise malformed(
+            request, response.status, f"with a body that is not JSON: {_snippet(response.body)!r}"
         ) from None
     except RecursionError:
-        raise KumulosResponseError(
-            f"{describe(request, response.status)} with JSON nested too deeply to decode.",
-            status=response.status,
-            operation=request.operation,
-        ) from None
+        raise malformed(request, response.status, "with JSON nested too deeply to decode.") from None
 
 
 def error_for(request: Request, response: Response) -> KumulosError:
@@ -418,17 +419,11 @@ def interpret(request: Request, response: Response) -> Any:
         return None
     payload = _decode_json(request, response)
     if not isinstance(payload, dict):
-        raise KumulosResponseError(
-            f"{describe(request, response.status)} with a JSON {type(payload).__name__}, expected an object.",
-            status=response.status,
-            operation=request.operation,
+        raise malformed(
+            request, response.status, f"with a JSON {type(payload).__name__}, expected an object."
         )
     if request.method == "PUT" and not isinstance(payload.get("attributes", {}), dict):
-        raise KumulosResponseError(
-            f"{describe(request, response.status)} without an attributes object.",
-            status=response.status,
-            operation=request.operation,
-        )
+        raise malformed(request, response.status, "without an attributes object.")
     return payload
 
 
@@ -446,17 +441,11 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
     try:
         decoded = msgspec.json.decode(response.body, type=_page_types()[1 if raw else 0])
     except msgspec.ValidationError as exc:
-        raise KumulosResponseError(
-            f"{describe(request, 200)} with a page that does not match the documented shape ({exc}).",
-            status=200,
-            operation=request.operation,
+        raise malformed(
+            request, 200, f"with a page that does not match the documented shape ({exc})."
         ) from None
     except msgspec.DecodeError:
-        raise KumulosResponseError(
-            f"{describe(request, 200)} with a body that is not JSON: {_snippet(response.body)!r}",
-            status=200,
-            operation=request.operation,
-        ) from None
+        raise malformed(request, 200, f"with a body that is not JSON: {_snippet(response.body)!r}") from None
     users = decoded.users
     if raw and b"\n" in response.body:
         # Pretty-printed: re-encode each user compactly (same content) so that every user is one line.
@@ -464,11 +453,11 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
     identifiers = _raw_identifiers(users) if raw else _dict_identifiers(users)
     if identifiers is None:
         # Checked here, inside the retry loop, so that a garbled page is fetched again in both modes.
-        raise KumulosResponseError(
-            f"{describe(request, 200)} with a page that does not match the documented shape "
+        raise malformed(
+            request,
+            200,
+            "with a page that does not match the documented shape "
             "(a user is not a JSON object with a string identifier).",
-            status=200,
-            operation=request.operation,
         )
     return UsersPage(
         users=users,
@@ -611,6 +600,7 @@ __all__ = [
     "interpret",
     "is_retryable",
     "keeps_waiting",
+    "malformed",
     "request_target",
     "retry_after",
     "set_attributes_request",
