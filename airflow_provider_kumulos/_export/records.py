@@ -8,11 +8,9 @@ the timestamps, decoded with a small struct in one decoder call per page. Other 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from airflow_provider_kumulos.exceptions import KumulosResponseError
 
 if TYPE_CHECKING:
     from airflow_provider_kumulos._export.projection import Projection
@@ -42,44 +40,30 @@ class PageBatch:
 
 
 @functools.cache
-def _stamps_decoder() -> Any:
-    """Decoder of ``[user, ...]`` keeping only the timestamps the filter can use."""
+def _stamp_decoder(field: str) -> Any:
+    """Decoder of ``[user, ...]`` keeping only the timestamp ``field`` the filter reads."""
     import msgspec
 
-    stamps = msgspec.defstruct(
-        "UserStamps",
-        [
-            ("updatedAt", str | None, None),
-            ("lastActive", str | None, None),
-            ("createdAt", str | None, None),
-            ("firstActive", str | None, None),
-        ],
-    )
-    return msgspec.json.Decoder(list[stamps])  # type: ignore[valid-type]
+    return msgspec.json.Decoder(list[msgspec.defstruct("UserStamp", [(field, Any, None)])])  # type: ignore[misc]
+
+
+def _stamps(values: Iterable[Any]) -> list[str | None]:
+    """Timestamps as the filter takes them: a value that is not a string counts as missing."""
+    return [value if isinstance(value, str) else None for value in values]
 
 
 def batch_from_raw(page: UsersPage, stamp_field: str | None) -> PageBatch:
     """Batch of ``msgspec.Raw`` users, decoding the timestamps only when filtering on them."""
-    import msgspec
-
     users = page.users
     if stamp_field is None or not users:
         return PageBatch(page.page, users, page.identifiers, None if stamp_field is None else [])
-    try:
-        decoded = _stamps_decoder().decode(b"[" + b",".join(users) + b"]")
-    except msgspec.ValidationError as exc:
-        raise KumulosResponseError(
-            f"Kumulos list users (GET /v2/users) page {page.page}: a user's timestamps do not have "
-            f"the documented shape ({exc})",
-            status=200,
-            operation="list users",
-        ) from None
-    return PageBatch(page.page, users, page.identifiers, [getattr(user, stamp_field) for user in decoded])
+    decoded = _stamp_decoder(stamp_field).decode(b"[" + b",".join(users) + b"]")
+    return PageBatch(
+        page.page, users, page.identifiers, _stamps(getattr(user, stamp_field) for user in decoded)
+    )
 
 
 def batch_from_dicts(page: UsersPage, stamp_field: str | None) -> PageBatch:
     """Batch of decoded users."""
-    stamps = None
-    if stamp_field is not None:
-        stamps = [value if isinstance(value := user.get(stamp_field), str) else None for user in page.users]
+    stamps = None if stamp_field is None else _stamps(user.get(stamp_field) for user in page.users)
     return PageBatch(page.page, page.users, page.identifiers, stamps)

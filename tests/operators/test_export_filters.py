@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,22 @@ def test_users_with_a_null_or_garbled_field_are_filtered_and_counted(
     monkeypatch.setenv("AIRFLOW_CONN_KUMULOS_DEFAULT", kumulos_emulator.connection_uri())
     users = run_export(updated_since="2100-01-01T00:00:00+00:00", updated_since_field="lastActive")
     assert [user["identifier"] for user in users] == ["z-stamp"]
+
+
+def test_a_file_export_filters_garbled_stamps_like_an_xcom_export(
+    kumulos_emulator: KumulosEmulator, monkeypatch: Any, tmp_path: Path
+) -> None:
+    kumulos_emulator.add_user("number-stamp", {"a": 1}, lastActive=1714521600)
+    kumulos_emulator.add_user("object-stamp", {"a": 2}, lastActive={"at": "2999-01-01T00:00:00Z"})
+    kumulos_emulator.add_user("z-stamp", {"a": 3}, lastActive="2999-01-01T00:00:00Z")
+    monkeypatch.setenv("AIRFLOW_CONN_KUMULOS_DEFAULT", kumulos_emulator.connection_uri())
+    path = tmp_path / "recent.jsonl"
+    cutoff = {"updated_since": "2100-01-01T00:00:00+00:00", "updated_since_field": "lastActive"}
+    summary = run_export(output_path=str(path), page_size=7, **cutoff)
+    assert [json.loads(line)["identifier"] for line in path.read_bytes().splitlines()] == ["z-stamp"]
+    assert summary["users_written"] == 1
+    assert summary["users_filtered_out"] == summary["users_scanned"] - 1
+    assert [user["identifier"] for user in run_export(**cutoff)] == ["z-stamp"]
 
 
 def test_updated_since_accepts_an_aware_datetime(kumulos_connection: KumulosEmulator) -> None:
