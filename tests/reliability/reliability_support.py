@@ -83,6 +83,25 @@ def recorded(operator_class):
 """
 
 
+#: DAG source after the prelude: imports and recorded versions of every operator and the sensor
+#: (``Export``, ``Set``, ``Delete``, ``Sensor``), for scenarios that drive them all. No braces:
+#: scenarios append their DAG body and ``format`` the whole.
+RECORDED_OPERATORS = """
+from datetime import datetime
+
+from airflow.sdk import DAG
+from airflow_provider_kumulos.operators.kumulos import (
+    DeleteAttributesOperator,
+    ExportUsersOperator,
+    SetAttributesOperator,
+)
+from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
+
+Export, Set, Delete = map(recorded, (ExportUsersOperator, SetAttributesOperator, DeleteAttributesOperator))
+Sensor = recorded(KumulosUserSensor)
+"""
+
+
 def recording_dag(failures: Path, body: str) -> str:
     """DAG source: the recording prelude writing to ``failures``, then ``body``."""
     return RECORDING_PRELUDE.format(failures=str(failures)) + body

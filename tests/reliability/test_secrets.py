@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch, appear_after_first_look, failed_tasks, recording_dag
+from reliability_support import (
+    RECORDED_OPERATORS,
+    Figures,
+    Stopwatch,
+    appear_after_first_look,
+    failed_tasks,
+    recording_dag,
+)
 
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
@@ -31,19 +38,9 @@ UNIQUE = uuid.uuid4().hex
 SECRET = f"SeCrEt-kumulos-{UNIQUE}"
 FAST = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02}
 
-DAG = """
-from datetime import datetime
-
-from airflow.sdk import DAG
-from airflow_provider_kumulos.operators.kumulos import (
-    DeleteAttributesOperator,
-    ExportUsersOperator,
-    SetAttributesOperator,
-)
-from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
-
-Export, Set, Delete = map(recorded, (ExportUsersOperator, SetAttributesOperator, DeleteAttributesOperator))
-Sensor = recorded(KumulosUserSensor)
+DAG = (
+    RECORDED_OPERATORS
+    + """
 
 with DAG(
     "reliability_secrets",
@@ -95,6 +92,7 @@ with DAG(
         timeout=1,
     )
 """
+)
 
 
 def _read_from_another_process(path: Path) -> bytes:

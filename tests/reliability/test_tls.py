@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Figures, Stopwatch, appear_after_first_look, failed_tasks, recording_dag
+from reliability_support import (
+    RECORDED_OPERATORS,
+    Figures,
+    Stopwatch,
+    appear_after_first_look,
+    failed_tasks,
+    recording_dag,
+)
 
 from airflow_provider_kumulos.exceptions import KumulosConfigError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
@@ -28,19 +35,9 @@ from airflow_provider_kumulos.triggers.kumulos import ERROR, SUCCESS, KumulosUse
 STORM_EXTRAS = {"max_retries": 5, "backoff_base": 0.5, "backoff_max": 5}
 MODES = ("default", "ca", "off")
 
-DAG = """
-from datetime import datetime
-
-from airflow.sdk import DAG
-from airflow_provider_kumulos.operators.kumulos import (
-    DeleteAttributesOperator,
-    ExportUsersOperator,
-    SetAttributesOperator,
-)
-from airflow_provider_kumulos.sensors.kumulos import KumulosUserSensor
-
-Export, Set, Delete = map(recorded, (ExportUsersOperator, SetAttributesOperator, DeleteAttributesOperator))
-Sensor = recorded(KumulosUserSensor)
+DAG = (
+    RECORDED_OPERATORS
+    + """
 
 with DAG("reliability_tls", schedule=None, start_date=datetime(2026, 1, 1)):
     for mode in {modes!r}:
@@ -59,6 +56,7 @@ with DAG("reliability_tls", schedule=None, start_date=datetime(2026, 1, 1)):
         timeout=60,
     )
 """
+)
 
 
 @pytest.fixture
