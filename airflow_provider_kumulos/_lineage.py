@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    from airflow_provider_kumulos._config import ClientConfig
     from airflow_provider_kumulos._export.formats import ExportFormat
     from airflow_provider_kumulos._export.options import ExportOptions
+    from airflow_provider_kumulos.hooks._config import ClientConfig
 
 #: Name of the Kumulos users dataset within its app's namespace.
 USERS_DATASET = "users"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
+from airflow_provider_kumulos._checks import check_whole_number
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosConfigError,
@@ -208,23 +209,6 @@ def _encodes_with_nan(attributes: Mapping[str, Any]) -> bool:
     except (ValueError, TypeError, RecursionError):
         return False
     return True
-
-
-def check_whole_number(
-    parameter: str, value: object, low: int, high: int | None = None, fix: str | None = None
-) -> int:
-    """``value`` if it is an int (not a bool) in ``low``..``high``, else ``KumulosInputError``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise KumulosInputError(
-            parameter, f"{value!r} is not a whole number {bounds}", fix or f"Pass a whole number {bounds}."
-        )
-    return value
 
 
 def check_per_page(value: object, parameter: str = "per_page") -> int:

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kumulos._bulk import (
+from airflow_provider_kumulos._progress import ProgressLogger
+from airflow_provider_kumulos.exceptions import (
+    KumulosAuthError,
+    KumulosInputError,
+    KumulosServerError,
+    KumulosValidationError,
+)
+from airflow_provider_kumulos.operators._bulk import (
     MISSING,
     SUCCEEDED,
     BulkRunner,
@@ -26,14 +33,7 @@ from airflow_provider_kumulos._bulk import (
     failures_file,
     run_bulk,
 )
-from airflow_provider_kumulos._progress import ProgressLogger
-from airflow_provider_kumulos._sources import SourceRecord
-from airflow_provider_kumulos.exceptions import (
-    KumulosAuthError,
-    KumulosInputError,
-    KumulosServerError,
-    KumulosValidationError,
-)
+from airflow_provider_kumulos.operators._sources import SourceRecord
 
 log = logging.getLogger("test_bulk")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kumulos._config import ClientConfig
 from airflow_provider_kumulos._lineage import kumulos_users, storage_dataset
 from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosError
+from airflow_provider_kumulos.hooks._config import ClientConfig
 from airflow_provider_kumulos.operators.attributes import DeleteAttributesOperator, SetAttributesOperator
 from airflow_provider_kumulos.operators.export import ExportUsersOperator
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_per_page, check_whole_number
+from airflow_provider_kumulos._checks import check_whole_number
+from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_per_page
 from airflow_provider_kumulos.exceptions import KumulosInputError
 from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
 

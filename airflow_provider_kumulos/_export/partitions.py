@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from airflow_provider_kumulos._checks import check_whole_number
 from airflow_provider_kumulos._export.options import check_page_size
-from airflow_provider_kumulos._policy import check_whole_number
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 

@@ -19,20 +19,21 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _metrics, _policy
-from airflow_provider_kumulos._config import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_READ_TIMEOUT,
-    ClientConfig,
-    connection_config,
-)
-from airflow_provider_kumulos._gate import RequestGate
-from airflow_provider_kumulos._retry import RetryNote, retry_kwargs
+from airflow_provider_kumulos._checks import check_whole_number
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
     KumulosUserNotFoundError,
 )
+from airflow_provider_kumulos.hooks._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    ClientConfig,
+    connection_config,
+)
+from airflow_provider_kumulos.hooks._gate import RequestGate
 from airflow_provider_kumulos.hooks._paging import MAX_AHEAD, walk_pages
+from airflow_provider_kumulos.hooks._retry import RetryNote, retry_kwargs
 
 if TYPE_CHECKING:
     import requests
@@ -314,7 +315,7 @@ class KumulosCRMHook(BaseHook):
                 raise _policy.KumulosInputError(
                     "end_page", f"{end_page} is before start_page {start_page}", "Use end_page >= start_page."
                 )
-        _policy.check_whole_number("ahead", ahead, 0, MAX_AHEAD)
+        check_whole_number("ahead", ahead, 0, MAX_AHEAD)
         closed = threading.Event()  # set when the walk ends: requests still on their way stop retrying
         return walk_pages(
             lambda page: self._fetch_page(page, per_page, raw, closed), start_page, end_page, ahead, closed

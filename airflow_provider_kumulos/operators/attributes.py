@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._policy import check_whole_number
+from airflow_provider_kumulos._checks import check_whole_number
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_provider_kumulos._bulk import Job
     from airflow_provider_kumulos._lineage import LineageFacts
-    from airflow_provider_kumulos._sources import SourceRecord
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+    from airflow_provider_kumulos.operators._bulk import Job
+    from airflow_provider_kumulos.operators._sources import SourceRecord
 
 #: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
 MAX_CONCURRENCY = 64
@@ -142,7 +142,7 @@ class _AttributesOperator(BaseOperator):
         if self.source_path is None:
             yield self._given_records()
             return
-        from airflow_provider_kumulos._sources import open_source
+        from airflow_provider_kumulos.operators._sources import open_source
 
         with open_source(
             self.source_path,
@@ -160,9 +160,9 @@ class _AttributesOperator(BaseOperator):
         Above ``max_failures`` failed records (or on an auth/configuration error) the summary is
         pushed to XCom first, the failures file is already published, then the task fails.
         """
-        from airflow_provider_kumulos import _bulk
         from airflow_provider_kumulos._lineage import bulk_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
+        from airflow_provider_kumulos.operators import _bulk
 
         failures_path = _bulk.check_failures_path(self.failures_path)
         with self._open_records() as (records, total):
@@ -274,7 +274,7 @@ class SetAttributesOperator(_AttributesOperator):
                 missing, f"{given} was given without {missing}", "Pass user_id and attributes together."
             )
         if attribute_types is not None:
-            from airflow_provider_kumulos._sources import check_attribute_types
+            from airflow_provider_kumulos.operators._sources import check_attribute_types
 
             if source_path is None:
                 raise KumulosInputError(
@@ -296,7 +296,7 @@ class SetAttributesOperator(_AttributesOperator):
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
-        from airflow_provider_kumulos._sources import SourceRecord, from_records
+        from airflow_provider_kumulos.operators._sources import SourceRecord, from_records
 
         if self.user_id is not None:
             user_id = _policy.check_user_id(self.user_id, "user_id")
@@ -321,8 +321,8 @@ class SetAttributesOperator(_AttributesOperator):
         )
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
-        from airflow_provider_kumulos._bulk import SUCCEEDED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+        from airflow_provider_kumulos.operators._bulk import SUCCEEDED
 
         merge = self.merge
 
@@ -401,7 +401,7 @@ class DeleteAttributesOperator(_AttributesOperator):
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
-        from airflow_provider_kumulos._sources import SourceRecord, from_identifiers
+        from airflow_provider_kumulos.operators._sources import SourceRecord, from_identifiers
 
         if self.user_id is not None:
             return [SourceRecord("user_id", _policy.check_user_id(self.user_id, "user_id"))], 1
@@ -414,8 +414,8 @@ class DeleteAttributesOperator(_AttributesOperator):
         return from_identifiers(user_ids, parameter="user_ids"), total
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
-        from airflow_provider_kumulos._bulk import MISSING, SUCCEEDED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
 
         missing_ok = self.missing_ok
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kumulos import _metrics, _policy
-from airflow_provider_kumulos._config import ClientConfig, aconnection_config
-from airflow_provider_kumulos._retry import RetryNote, retry_kwargs
 from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.hooks._config import ClientConfig, aconnection_config
+from airflow_provider_kumulos.hooks._retry import RetryNote, retry_kwargs
 
 if TYPE_CHECKING:
     import httpx

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from airflow_provider_kumulos._gate import RequestGate
+from airflow_provider_kumulos.hooks._gate import RequestGate
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator, RecordedRequest
 

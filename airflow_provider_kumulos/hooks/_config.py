@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_kumulos import _policy
-from airflow_provider_kumulos._retry import RetrySettings
 from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosInputError
+from airflow_provider_kumulos.hooks._retry import RetrySettings
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0

@@ -24,7 +24,6 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from airflow_provider_kumulos import _metrics, _policy
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, ProgressLogger
-from airflow_provider_kumulos._sources import SourceRecord
 from airflow_provider_kumulos._storage import atomic_write, resolve_path
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
@@ -32,6 +31,7 @@ from airflow_provider_kumulos.exceptions import (
     KumulosError,
     KumulosInputError,
 )
+from airflow_provider_kumulos.operators._sources import SourceRecord
 
 if TYPE_CHECKING:
     import logging

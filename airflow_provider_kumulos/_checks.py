@@ -1,0 +1,111 @@
+"""The argument checks every layer uses: bool, number, whole number, choice, path.
+
+Each returns the value in its checked form or raises ``KumulosInputError`` naming the parameter,
+what is wrong with the value and the fix, in one message style. Each argument is checked once, at
+the layer that owns it (operators at construction, the hook for its own method arguments).
+Rendered templates arrive as strings, so ``rendered=True`` accepts their text forms as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def check_bool(parameter: str, value: object, *, rendered: bool = False) -> bool:
+    """A real bool (a string "False" would be truthy); with ``rendered``, "true"/"false" text too."""
+    if isinstance(value, bool):
+        return value
+    if rendered and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise KumulosInputError(parameter, f"{value!r} is not a bool", "Pass True or False.")
+
+
+def check_number(
+    parameter: str,
+    value: object,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    fix: str | None = None,
+    rendered: bool = False,
+) -> float:
+    """An int or float (not a bool) in ``low``..``high``; ``low_open`` excludes ``low`` itself."""
+    if rendered and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
+    bounds = (f"> {low:g}" if low_open else f">= {low:g}") + (f" and <= {high:g}" if high is not None else "")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != value  # NaN
+        or (value <= low if low_open else value < low)
+        or (high is not None and value > high)
+    ):
+        raise KumulosInputError(
+            parameter, f"{value!r} is not a number {bounds}", fix or f"Pass a number {bounds}."
+        )
+    return float(value)
+
+
+def check_whole_number(
+    parameter: str,
+    value: object,
+    low: int,
+    high: int | None = None,
+    fix: str | None = None,
+    *,
+    rendered: bool = False,
+) -> int:
+    """An int (not a bool) in ``low``..``high``; with ``rendered``, digit strings too."""
+    if rendered and isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise KumulosInputError(
+            parameter, f"{value!r} is not a whole number {bounds}", fix or f"Pass a whole number {bounds}."
+        )
+    return value
+
+
+def check_choice(parameter: str, value: object, choices: Sequence[str], fix: str | None = None) -> str:
+    """One of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise KumulosInputError(
+            parameter,
+            f"{value!r} is not a valid choice",
+            fix or f"Use one of {', '.join(map(repr, choices))}.",
+        )
+    return value
+
+
+def check_path(parameter: str, value: object) -> ObjectStoragePath:
+    """A local path or object-storage URL as an ``ObjectStoragePath``; nothing is read or written."""
+    from airflow_provider_kumulos._storage import resolve_path
+
+    if not isinstance(value, str | os.PathLike):
+        from airflow.sdk import ObjectStoragePath
+
+        if not isinstance(value, ObjectStoragePath):
+            raise KumulosInputError(
+                parameter,
+                f"expected a path or URL, got {type(value).__name__}",
+                "Pass a local path such as /data/users.jsonl or a URL such as s3://aws_default@bucket/users.jsonl.",
+            )
+    return resolve_path(value, parameter=parameter)
