@@ -82,9 +82,10 @@ def test_a_page_still_on_its_way_stops_retrying_once_the_walk_has_failed(
     make_hook: Callable[..., KumulosCRMHook], kumulos_emulator: KumulosEmulator, received: Received
 ) -> None:
     hook = make_hook(max_retries=5, backoff_base=0.3, backoff_max=0.3)
-    # Page 1 goes alone; then one of pages 2 and 3 is refused (401) and the other keeps failing (503).
-    faults = [Fault("slow", delay=0), Fault("status", status=401), *[Fault("status", status=503)] * 6]
-    kumulos_emulator.script_faults(faults, path_prefix="/v2/users")
+    # Page 2 is refused (401) while page 3, in flight beside it, keeps failing (503). Aimed by page,
+    # so the 401 lands on page 2 whichever of the two requests reaches the server first.
+    kumulos_emulator.script_faults([Fault("status", status=401)], page=2)
+    kumulos_emulator.script_faults([Fault("status", status=503)] * 6, page=3)
     with pytest.raises(KumulosAuthError):
         list(hook.iter_pages(per_page=10, ahead=2))
     time.sleep(1.5)  # long enough for four more retries, were they still made
