@@ -200,6 +200,7 @@ def test_connection_extra_fields_are_known_to_airflow() -> None:
         if name.startswith("extra__kumulos__")
     }
     assert sorted(widgets) == [
+        "extra__kumulos__connect_timeout",
         "extra__kumulos__max_retries",
         "extra__kumulos__timeout",
         "extra__kumulos__verify",
@@ -207,6 +208,46 @@ def test_connection_extra_fields_are_known_to_airflow() -> None:
     assert all(widget.hook_class_name == HOOK_CLASS for widget in widgets.values())
     assert not any(widget.is_sensitive for widget in widgets.values())
     assert widgets["extra__kumulos__timeout"].field["schema"]["title"] == "Timeout (seconds)"
+
+
+def _conn_fields() -> dict[str, Any]:
+    (connection,) = get_provider_info()["connection-types"]
+    fields: dict[str, Any] = connection["conn-fields"]
+    return fields
+
+
+@pytest.mark.parametrize("name", ["timeout", "connect_timeout", "max_retries"])
+@pytest.mark.parametrize("value", [None, -1, 0, 0.0, 0.001, 1, 2.5, 30])
+def test_form_fields_accept_exactly_what_the_hook_accepts(name: str, value: Any) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_kumulos.exceptions import KumulosConfigError
+    from airflow_provider_kumulos.hooks._config import resolve_client_config
+
+    schema = _conn_fields()[name]["schema"]
+    form_accepts = jsonschema.Draft202012Validator(schema).is_valid(value)
+    conn = SimpleNamespace(host=None, port=None, login="k", password="s")
+    try:
+        config = resolve_client_config("form", conn, {name: value}, {})
+    except KumulosConfigError:
+        hook_accepts = False
+    else:
+        hook_accepts = True
+        if name == "connect_timeout" and value is not None:
+            assert config.connect_timeout == value
+    if name == "max_retries" and isinstance(value, float) and not value.is_integer():
+        assert not form_accepts  # the form asks for a whole number; the hook would truncate it
+        return
+    assert form_accepts == hook_accepts, (name, value, form_accepts, hook_accepts)
+
+
+def test_form_describes_both_timeouts_truthfully() -> None:
+    fields = _conn_fields()
+    assert "stays" not in fields["timeout"]["description"]
+    assert "Connect timeout" in fields["timeout"]["description"]
+    assert fields["connect_timeout"]["label"] == "Connect timeout (seconds)"
+    assert "default 10" in fields["connect_timeout"]["description"]
+    assert "default 60" in fields["timeout"]["description"]
 
 
 def test_importing_the_package_stays_light() -> None:
