@@ -123,6 +123,42 @@ def test_airflow_providers_get_shows_the_provider(airflow_home: Any) -> None:
     assert row == {"Provider": PACKAGE, "Version": airflow_provider_kumulos.__version__}
 
 
+def _metadata() -> Any:
+    return importlib.metadata.metadata(PACKAGE)
+
+
+def _project_urls() -> dict[str, str]:
+    return dict(entry.split(", ", 1) for entry in _metadata().get_all("Project-URL") or [])
+
+
+def test_package_metadata_links_documentation_source_changelog_and_issues() -> None:
+    urls = _project_urls()
+    assert sorted(urls) == ["Changelog", "Documentation", "Issues", "Source"]
+    assert all(url.startswith("https://") for url in urls.values())
+    assert urls["Changelog"].endswith("CHANGELOG.md")
+
+
+def test_airflow_providers_get_shows_the_documentation_url(airflow_home: Any) -> None:
+    (row,) = _airflow_cli("providers", "get", PACKAGE, "--full")
+    assert row["documentation-url"] == _project_urls()["Documentation"]
+
+
+def test_package_metadata_names_an_author_status_and_python_versions() -> None:
+    metadata = _metadata()
+    assert metadata.get("Author") or metadata.get("Author-email")
+    classifiers = metadata.get_all("Classifier") or []
+    assert len([c for c in classifiers if c.startswith("Development Status :: ")]) == 1
+    minors = sorted(
+        int(c.rsplit(".", 1)[1]) for c in classifiers if c.startswith("Programming Language :: Python :: 3.")
+    )
+    floor = Version(metadata["Requires-Python"].removeprefix(">="))
+    assert minors and minors[0] == floor.minor and minors == list(range(minors[0], minors[-1] + 1))
+    # Only Python releases Airflow itself says it runs on.
+    airflow = importlib.metadata.metadata("apache-airflow-core").get_all("Classifier") or []
+    for minor in minors:
+        assert f"Programming Language :: Python :: 3.{minor}" in airflow
+
+
 def test_airflow_providers_get_fails_for_an_unknown_name(airflow_home: Any) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "get", "airflow-provider-kumulos-typo"],
