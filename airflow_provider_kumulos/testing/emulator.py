@@ -14,6 +14,10 @@ In-process::
 As a separate process (then drive it through the ``/_emulator/`` admin API)::
 
     python -m airflow_provider_kumulos.testing.emulator --port 8080 --users 10000
+
+Once listening, the process prints its admin API URL and an ``export AIRFLOW_CONN_KUMULOS_DEFAULT=...``
+line that connects to it (with the keys it accepts, :data:`DEFAULT_API_KEY` and
+:data:`DEFAULT_SERVER_KEY` unless told otherwise).
 """
 
 from __future__ import annotations
