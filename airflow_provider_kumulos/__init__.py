@@ -65,8 +65,14 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
-                        "description": "Read timeout per request (connect timeout stays 10 s).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "description": "Read timeout per request, > 0 (default 60). The connect timeout "
+                        "is the 'Connect timeout' field.",
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "description": "Time allowed to open a connection, > 0 (default 10).",
                     },
                     "max_retries": {
                         "label": "Max retries",
@@ -91,6 +97,6 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "host": "https://crm.kumulos.com",
         "login": "your app's API key",
         "password": "your app's server key",
-        "extra": '{"timeout": 60, "max_retries": 5, "verify": true}',
+        "extra": '{"timeout": 60, "connect_timeout": 10, "max_retries": 5, "verify": true}',
     },
 }

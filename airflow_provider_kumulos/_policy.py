@@ -298,8 +298,81 @@ def timeout_error(request: Request, connect: float, read: float, detail: str) ->
     )
 
 
-def tls_error(request: Request, base_url: str, detail: str) -> KumulosConfigError:
-    """The error for a failed TLS handshake: a configuration problem, so never retried."""
+#: OpenSSL's reasons for a TLS handshake answered by a server that does not speak TLS (plain HTTP):
+#: its answer ("HTTP/1.1 400 ...") is read as a TLS record with a nonsensical version.
+_PLAIN_HTTP_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST")
+
+
+def _linked_errors(error: BaseException) -> list[BaseException]:
+    """``error`` and every error it wraps: causes, contexts, urllib3's ``reason``, exception args."""
+    found: list[BaseException] = []
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return found
+
+
+def _ssl_reasons(error: BaseException) -> list[str]:
+    """The OpenSSL reasons (``ssl.SSLError.reason``) anywhere in ``error``'s chain."""
+    import ssl
+
+    return [
+        link.reason
+        for link in _linked_errors(error)
+        if isinstance(link, ssl.SSLError) and isinstance(link.reason, str)
+    ]
+
+
+def plain_http_answer(error: BaseException | str) -> str | None:
+    """The OpenSSL reason showing that a TLS handshake met a plain-HTTP server, else None.
+
+    Takes the client's exception (any client: the chain is searched for ``ssl.SSLError``) or the
+    text of one (``"[SSL: WRONG_VERSION_NUMBER] wrong version number"``, ``"record layer failure"``).
+    """
+    if isinstance(error, BaseException):
+        reasons = _ssl_reasons(error)
+        texts = [str(link) for link in _linked_errors(error)] if not reasons else []
+    else:
+        reasons, texts = [], [error]
+    for reason in reasons:
+        if reason.upper() in _PLAIN_HTTP_REASONS:
+            return reason.upper()
+    for text in texts:
+        normalised = re.sub(r"[\s_]+", "_", text.upper())
+        for reason in _PLAIN_HTTP_REASONS:
+            if reason in normalised:
+                return reason
+    return None
+
+
+def _plain_http_url(base_url: str) -> str:
+    """``base_url`` with its scheme replaced by ``http://``: the fix for a plain-HTTP server."""
+    return "http://" + base_url.split("://", 1)[-1]
+
+
+def tls_error(request: Request, base_url: str, error: BaseException | str) -> KumulosConfigError:
+    """The error for a failed TLS handshake: a configuration problem, so never retried.
+
+    ``error`` is the client's exception (or its text, or just its class name); when it shows that
+    the server answered in plain HTTP, the message says so and gives the ``http://`` URL to use.
+    """
+    reason = plain_http_answer(error)
+    if reason is not None:
+        return KumulosConfigError(
+            f"{describe(request)}: {base_url} answered the TLS handshake in plain HTTP ({reason}): "
+            "the server does not speak HTTPS, so no 'verify' setting can help. Set the connection host "
+            f"to {_plain_http_url(base_url)} (a host without a scheme means https://).",
+            operation=request.operation,
+        )
+    if isinstance(error, BaseException):
+        reasons = _ssl_reasons(error)
+        detail = type(error).__name__ + (f": {reasons[0]}" if reasons else "")
+    else:
+        detail = error
     return KumulosConfigError(
         f"{describe(request)}: TLS verification failed for {base_url} ({detail}). If the server uses a "
         "private CA, set the connection extra 'verify' to its CA bundle path; set it to false only for "
@@ -585,6 +658,7 @@ __all__ = [
     "is_retryable",
     "keeps_waiting",
     "malformed",
+    "plain_http_answer",
     "request_target",
     "retry_after",
     "set_attributes_request",

@@ -123,6 +123,42 @@ def test_airflow_providers_get_shows_the_provider(airflow_home: Any) -> None:
     assert row == {"Provider": PACKAGE, "Version": airflow_provider_kumulos.__version__}
 
 
+def _metadata() -> Any:
+    return importlib.metadata.metadata(PACKAGE)
+
+
+def _project_urls() -> dict[str, str]:
+    return dict(entry.split(", ", 1) for entry in _metadata().get_all("Project-URL") or [])
+
+
+def test_package_metadata_links_documentation_source_changelog_and_issues() -> None:
+    urls = _project_urls()
+    assert sorted(urls) == ["Changelog", "Documentation", "Issues", "Source"]
+    assert all(url.startswith("https://") for url in urls.values())
+    assert urls["Changelog"].endswith("CHANGELOG.md")
+
+
+def test_airflow_providers_get_shows_the_documentation_url(airflow_home: Any) -> None:
+    (row,) = _airflow_cli("providers", "get", PACKAGE, "--full")
+    assert row["documentation-url"] == _project_urls()["Documentation"]
+
+
+def test_package_metadata_names_an_author_status_and_python_versions() -> None:
+    metadata = _metadata()
+    assert metadata.get("Author") or metadata.get("Author-email")
+    classifiers = metadata.get_all("Classifier") or []
+    assert len([c for c in classifiers if c.startswith("Development Status :: ")]) == 1
+    minors = sorted(
+        int(c.rsplit(".", 1)[1]) for c in classifiers if c.startswith("Programming Language :: Python :: 3.")
+    )
+    floor = Version(metadata["Requires-Python"].removeprefix(">="))
+    assert minors and minors[0] == floor.minor and minors == list(range(minors[0], minors[-1] + 1))
+    # Only Python releases Airflow itself says it runs on.
+    airflow = importlib.metadata.metadata("apache-airflow-core").get_all("Classifier") or []
+    for minor in minors:
+        assert f"Programming Language :: Python :: 3.{minor}" in airflow
+
+
 def test_airflow_providers_get_fails_for_an_unknown_name(airflow_home: Any) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "get", "airflow-provider-kumulos-typo"],
@@ -200,6 +236,7 @@ def test_connection_extra_fields_are_known_to_airflow() -> None:
         if name.startswith("extra__kumulos__")
     }
     assert sorted(widgets) == [
+        "extra__kumulos__connect_timeout",
         "extra__kumulos__max_retries",
         "extra__kumulos__timeout",
         "extra__kumulos__verify",
@@ -207,6 +244,46 @@ def test_connection_extra_fields_are_known_to_airflow() -> None:
     assert all(widget.hook_class_name == HOOK_CLASS for widget in widgets.values())
     assert not any(widget.is_sensitive for widget in widgets.values())
     assert widgets["extra__kumulos__timeout"].field["schema"]["title"] == "Timeout (seconds)"
+
+
+def _conn_fields() -> dict[str, Any]:
+    (connection,) = get_provider_info()["connection-types"]
+    fields: dict[str, Any] = connection["conn-fields"]
+    return fields
+
+
+@pytest.mark.parametrize("name", ["timeout", "connect_timeout", "max_retries"])
+@pytest.mark.parametrize("value", [None, -1, 0, 0.0, 0.001, 1, 2.5, 30])
+def test_form_fields_accept_exactly_what_the_hook_accepts(name: str, value: Any) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_kumulos.exceptions import KumulosConfigError
+    from airflow_provider_kumulos.hooks._config import resolve_client_config
+
+    schema = _conn_fields()[name]["schema"]
+    form_accepts = jsonschema.Draft202012Validator(schema).is_valid(value)
+    conn = SimpleNamespace(host=None, port=None, login="k", password="s")
+    try:
+        config = resolve_client_config("form", conn, {name: value}, {})
+    except KumulosConfigError:
+        hook_accepts = False
+    else:
+        hook_accepts = True
+        if name == "connect_timeout" and value is not None:
+            assert config.connect_timeout == value
+    if name == "max_retries" and isinstance(value, float) and not value.is_integer():
+        assert not form_accepts  # the form asks for a whole number; the hook would truncate it
+        return
+    assert form_accepts == hook_accepts, (name, value, form_accepts, hook_accepts)
+
+
+def test_form_describes_both_timeouts_truthfully() -> None:
+    fields = _conn_fields()
+    assert "stays" not in fields["timeout"]["description"]
+    assert "Connect timeout" in fields["timeout"]["description"]
+    assert fields["connect_timeout"]["label"] == "Connect timeout (seconds)"
+    assert "default 10" in fields["connect_timeout"]["description"]
+    assert "default 60" in fields["timeout"]["description"]
 
 
 def test_importing_the_package_stays_light() -> None:

@@ -222,7 +222,7 @@ class KumulosCRMHook(BaseHook):
             response.raw.release_conn()
         except requests.exceptions.SSLError as exc:
             self.stats.record(request.operation, "tls_error")
-            raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None
+            raise _policy.tls_error(request, config.base_url, exc) from None
         except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError) as exc:
             self.stats.record(request.operation, "timeout")
             raise _policy.timeout_error(

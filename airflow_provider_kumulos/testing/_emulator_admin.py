@@ -1,8 +1,14 @@
-"""The ``/_emulator/`` admin API: the Python API over HTTP, for an emulator in another process."""
+"""The ``/_emulator/`` admin API: the Python API over HTTP, for an emulator in another process.
+
+Every route is one row of :data:`ADMIN_ROUTES`; dispatch and the README's table of routes both come
+from it (:func:`routes_markdown`), so the documentation cannot drift from what is served.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos.testing._emulator_faults import Fault
@@ -13,6 +19,34 @@ if TYPE_CHECKING:
 
 ADMIN_PREFIX = "/_emulator"
 _FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift"}
+#: A path segment of a route that matches any one (percent-decoded) segment: the user identifier.
+_ID = "{id}"
+
+Handler = Callable[["KumulosEmulator", Request, list[str]], Response]
+
+
+@dataclass(frozen=True)
+class AdminRoute:
+    """One admin route: ``method`` and ``path`` under ``/_emulator``, what it takes and answers."""
+
+    method: str
+    path: str
+    body: str
+    answer: str
+    handler: Handler
+
+    def matches(self, route: list[str]) -> list[str] | None:
+        """The values of the route's ``{id}`` segments when ``route`` is this path, else None."""
+        pattern = self.path.strip("/").split("/")
+        if len(pattern) != len(route):
+            return None
+        values = []
+        for expected, actual in zip(pattern, route, strict=True):
+            if expected == _ID:
+                values.append(actual)
+            elif expected != actual:
+                return None
+        return values
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -50,54 +84,154 @@ def _configure_faults(emulator: KumulosEmulator, body: dict[str, Any]) -> None:
         emulator.schedule_drift(**body["drift"])
 
 
+def _missing(identifier: str) -> Response:
+    return Response.error(404, f"User {identifier!r} does not exist")
+
+
+def _health(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    return Response.json(
+        200, {"status": "ok", "users": emulator.stats()["users"], "base_url": emulator.base_url}
+    )
+
+
+def _list_users(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    return Response.json(200, {"identifiers": emulator.user_ids()})
+
+
+def _add_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    body = _body(request)
+    identifier = body.pop("identifier", None)
+    if not isinstance(identifier, str) or not identifier:
+        raise ValueError("'identifier' must be a non-empty string")
+    if emulator.get_user(identifier) is not None:
+        return Response.error(409, f"User {identifier!r} already exists")
+    return Response.json(201, emulator.add_user(identifier, body.pop("attributes", None), **body))
+
+
+def _get_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    user = emulator.get_user(ids[0])
+    return _missing(ids[0]) if user is None else Response.json(200, user)
+
+
+def _remove_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    try:
+        emulator.remove_user(ids[0])
+    except KeyError:
+        return _missing(ids[0])
+    return Response.empty()
+
+
+def _set_attributes(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    attributes = _body(request)
+    created = emulator.get_user(ids[0]) is None
+    emulator.set_attributes(ids[0], attributes)
+    return Response.json(201 if created else 200, emulator.get_user(ids[0]))
+
+
+def _list_requests(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    return Response.json(200, {"requests": [entry.to_dict() for entry in emulator.requests]})
+
+
+def _clear_requests(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    emulator.clear_requests()
+    return Response.empty()
+
+
+def _set_faults(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    _configure_faults(emulator, _body(request))
+    return Response.empty()
+
+
+def _clear_faults(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    emulator.clear_faults()
+    return Response.empty()
+
+
+def _reset(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    body = _body(request)
+    emulator.reset(users=body.get("users"), seed=body.get("seed"))
+    return Response.json(200, {"users": len(emulator.user_ids())})
+
+
+def _stats(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+    return Response.json(200, emulator.stats())
+
+
+_NONE = "none"
+ADMIN_ROUTES: tuple[AdminRoute, ...] = (
+    AdminRoute("GET", "/health", _NONE, '200 `{"status": "ok", "users", "base_url"}`', _health),
+    AdminRoute("GET", "/users", _NONE, '200 `{"identifiers": [...]}` in paging order', _list_users),
+    AdminRoute(
+        "POST",
+        "/users",
+        '`{"identifier": "...", "attributes": {...}}`, plus optional top-level fields '
+        "(`installs`, `lastActive`...)",
+        "201 the new user; 409 if it exists",
+        _add_user,
+    ),
+    AdminRoute("GET", "/users/{id}", _NONE, "200 the full user; 404 if unknown", _get_user),
+    AdminRoute("DELETE", "/users/{id}", _NONE, "204; 404 if unknown", _remove_user),
+    AdminRoute(
+        "PUT",
+        "/users/{id}/attributes",
+        'the attribute object, e.g. `{"tier": "gold"}`',
+        "replaces the user's attributes: 200 the user; 201 the new user when it did not exist "
+        "(like the API's PUT)",
+        _set_attributes,
+    ),
+    AdminRoute(
+        "GET",
+        "/requests",
+        _NONE,
+        '200 `{"requests": [...]}`: method, raw and decoded path, query, headers, body, status, fault',
+        _list_requests,
+    ),
+    AdminRoute("DELETE", "/requests", _NONE, "204, the request log emptied", _clear_requests),
+    AdminRoute(
+        "POST",
+        "/faults",
+        "any of `script` (list of faults, with `method`, `path_prefix`, `page`), `rates`, `latency`, "
+        '`reject` (`{"id": [status, body]}`), `drift` (`after_requests`, `add`, `remove`)',
+        "204",
+        _set_faults,
+    ),
+    AdminRoute(
+        "DELETE", "/faults", _NONE, "204: no faults, rejections, drift or added latency", _clear_faults
+    ),
+    AdminRoute(
+        "POST",
+        "/reset",
+        '`{"users": N, "seed": S}` (both optional)',
+        '200 `{"users": N}`: users regenerated, faults and log cleared',
+        _reset,
+    ),
+    AdminRoute("GET", "/stats", _NONE, "200 request counts by method and status, faults, users", _stats),
+)
+
+
+def routes_markdown() -> str:
+    """The admin routes as a Markdown table (the README carries exactly this)."""
+    lines = ["| method | path | body | answer |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| `{route.method}` | `{ADMIN_PREFIX}{route.path}` | {route.body} | {route.answer} |"
+        for route in ADMIN_ROUTES
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _route(request: Request, emulator: KumulosEmulator) -> Response:
     """Dispatch on ``(method, path)``; raises ValueError/TypeError/KeyError for bad input."""
     route = request.segments[2:]
-    method = request.method
-    if route == ["health"] and method == "GET":
-        return Response.json(
-            200, {"status": "ok", "users": emulator.stats()["users"], "base_url": emulator.base_url}
-        )
-    if route == ["users"] and method == "GET":
-        return Response.json(200, {"identifiers": emulator.user_ids()})
-    if route == ["users"] and method == "POST":
-        body = _body(request)
-        identifier = body.pop("identifier", None)
-        if not isinstance(identifier, str) or not identifier:
-            raise ValueError("'identifier' must be a non-empty string")
-        if emulator.get_user(identifier) is not None:
-            return Response.error(409, f"User {identifier!r} already exists")
-        return Response.json(201, emulator.add_user(identifier, body.pop("attributes", None), **body))
-    if len(route) == 2 and route[0] == "users" and method in ("GET", "DELETE"):
-        missing = Response.error(404, f"User {route[1]!r} does not exist")
-        if method == "GET":
-            user = emulator.get_user(route[1])
-            return missing if user is None else Response.json(200, user)
-        try:
-            emulator.remove_user(route[1])
-        except KeyError:
-            return missing
-        return Response.empty()
-    if route == ["requests"] and method == "GET":
-        return Response.json(200, {"requests": [entry.to_dict() for entry in emulator.requests]})
-    if route == ["requests"] and method == "DELETE":
-        emulator.clear_requests()
-        return Response.empty()
-    if route == ["faults"] and method == "POST":
-        _configure_faults(emulator, _body(request))
-        return Response.empty()
-    if route == ["faults"] and method == "DELETE":
-        emulator.clear_faults()
-        return Response.empty()
-    if route == ["reset"] and method == "POST":
-        body = _body(request)
-        emulator.reset(users=body.get("users"), seed=body.get("seed"))
-        return Response.json(200, {"users": len(emulator.user_ids())})
-    if route == ["stats"] and method == "GET":
-        return Response.json(200, emulator.stats())
-    known = {("health",), ("users",), ("requests",), ("faults",), ("reset",), ("stats",)}
-    if tuple(route) in known or (len(route) == 2 and route[0] == "users"):
-        return Response.error(405, f"{method} not allowed on {request.path}")
+    path_known = False
+    for candidate in ADMIN_ROUTES:
+        ids = candidate.matches(route)
+        if ids is None:
+            continue
+        if candidate.method == request.method:
+            return candidate.handler(emulator, request, ids)
+        path_known = True
+    if path_known:
+        return Response.error(405, f"{request.method} not allowed on {request.path}")
     return Response.error(404, f"No admin route {request.path}")
 
 

@@ -14,6 +14,10 @@ In-process::
 As a separate process (then drive it through the ``/_emulator/`` admin API)::
 
     python -m airflow_provider_kumulos.testing.emulator --port 8080 --users 10000
+
+Once listening, the process prints its admin API URL and an ``export AIRFLOW_CONN_KUMULOS_DEFAULT=...``
+line that connects to it (with the keys it accepts, :data:`DEFAULT_API_KEY` and
+:data:`DEFAULT_SERVER_KEY` unless told otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -30,7 +35,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from airflow_provider_kumulos.testing._emulator_admin import ADMIN_PREFIX, handle_admin
+from airflow_provider_kumulos.testing._emulator_admin import ADMIN_PREFIX, ADMIN_ROUTES, handle_admin
 from airflow_provider_kumulos.testing._emulator_api import fault_response, handle_api
 from airflow_provider_kumulos.testing._emulator_data import REFERENCE_DATE
 from airflow_provider_kumulos.testing._emulator_faults import Fault, FaultPlan, FaultRates
@@ -40,6 +45,8 @@ from airflow_provider_kumulos.testing._emulator_store import UserStore
 from airflow_provider_kumulos.testing._emulator_tls import make_self_signed_cert, server_context
 
 __all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_SERVER_KEY",
     "REFERENCE_DATE",
     "Fault",
     "KumulosEmulator",
@@ -48,6 +55,11 @@ __all__ = [
     "main",
     "make_self_signed_cert",
 ]
+
+
+#: The credentials the emulator accepts unless given others (``--api-key``, ``--server-key``).
+DEFAULT_API_KEY = "test-api-key"
+DEFAULT_SERVER_KEY = "test-server-key"
 
 
 def connection_json(base_url: str, api_key: str, server_key: str, **extra: Any) -> str:
@@ -73,8 +85,8 @@ class KumulosEmulator:
         self,
         users: int = 100,
         seed: int = 0,
-        api_key: str = "test-api-key",
-        server_key: str = "test-server-key",
+        api_key: str = DEFAULT_API_KEY,
+        server_key: str = DEFAULT_SERVER_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
@@ -149,6 +161,11 @@ class KumulosEmulator:
     def connection_uri(self, **extra: Any) -> str:
         """Airflow JSON connection (for ``AIRFLOW_CONN_...``); ``extra`` becomes the connection extra."""
         return connection_json(self.base_url, self.api_key, self.server_key, **extra)
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the ``/_emulator/`` admin API."""
+        return f"{self.base_url}{ADMIN_PREFIX}"
 
     # -- request handling -----------------------------------------------------------------
 
@@ -306,14 +323,26 @@ class KumulosEmulator:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_kumulos.testing.emulator",
-        description="Serve an emulated Kumulos CRM API until SIGINT/SIGTERM.",
+        description="Serve an emulated Kumulos CRM API until SIGINT/SIGTERM. It accepts Basic auth with "
+        f"the API key {DEFAULT_API_KEY!r} and the server key {DEFAULT_SERVER_KEY!r} unless told otherwise, "
+        "and prints an AIRFLOW_CONN_KUMULOS_DEFAULT line that connects to it.",
+        epilog=f"Admin API (no auth) under {ADMIN_PREFIX}/: "
+        + ", ".join(f"{route.method} {route.path}" for route in ADMIN_ROUTES),
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="port, 0 picks a free one (default 8080)")
     parser.add_argument("--users", type=int, default=10_000, help="number of generated users")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated users")
-    parser.add_argument("--api-key", default="test-api-key")
-    parser.add_argument("--server-key", default="test-server-key")
+    parser.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help=f"API key (connection login) to accept (default {DEFAULT_API_KEY})",
+    )
+    parser.add_argument(
+        "--server-key",
+        default=DEFAULT_SERVER_KEY,
+        help=f"server key (connection password) to accept (default {DEFAULT_SERVER_KEY})",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -329,6 +358,20 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def _banner(emulator: KumulosEmulator, args: argparse.Namespace) -> str:
+    """What the process prints once listening: where it is, and a connection that works against it."""
+    # A self-signed certificate is its own CA: trusting it is what a client needs.
+    extra = {"verify": str(Path(args.tls_cert).resolve())} if args.tls_cert else {}
+    return "\n".join(
+        [
+            f"Kumulos CRM emulator listening on {emulator.base_url} ({args.users} users)",
+            f"Admin API: {emulator.admin_url}/ (routes: see --help)",
+            "Airflow connection kumulos_default for it (paste into the shell that runs Airflow):",
+            f"export AIRFLOW_CONN_KUMULOS_DEFAULT={shlex.quote(emulator.connection_uri(**extra))}",
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -353,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_key=args.tls_key,
     )
     with emulator:
-        print(f"Kumulos CRM emulator listening on {emulator.base_url} ({args.users} users)", flush=True)
+        print(_banner(emulator, args), flush=True)
         if args.ready_file:
             _write_atomically(args.ready_file, emulator.base_url)
         try:

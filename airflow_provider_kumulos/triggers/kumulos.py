@@ -174,7 +174,7 @@ async def _send(
     except httpx.HTTPError as exc:
         if _caused_by_tls(exc):
             _metrics.request(request.operation, "tls_error")
-            raise _policy.tls_error(request, config.base_url, type(exc).__name__) from None
+            raise _policy.tls_error(request, config.base_url, exc) from None
         _metrics.request(request.operation, "connection_error")
         raise _policy.transport_error(
             request, f"connection to {config.base_url} failed: {type(exc).__name__}"
