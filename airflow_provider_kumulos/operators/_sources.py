@@ -106,16 +106,10 @@ def _from_mapping(
 def detect_format(
     path: ObjectStoragePath, source_format: str | None, allowed: tuple[str, ...]
 ) -> tuple[str, bool]:
-    """``(format, gzipped)`` of ``path``: ``source_format`` if given, else from the name's suffix."""
+    """``(format, gzipped)`` of ``path``: ``source_format`` (the operator checked it), else the suffix's."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
     gzipped = bool(suffixes) and suffixes[-1] == ".gz"
     if source_format is not None:
-        if source_format not in allowed:
-            raise KumulosInputError(
-                "source_format",
-                f"{source_format!r} is not supported here",
-                f"Use one of {', '.join(allowed)}.",
-            )
         return source_format, gzipped
     named = suffixes[-2 if gzipped else -1] if len(suffixes) > (1 if gzipped else 0) else None
     detected = SUFFIX_FORMATS.get(named or "")
