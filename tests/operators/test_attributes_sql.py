@@ -457,3 +457,73 @@ def test_closing_early_closes_the_cursor_and_the_connection(warehouse: Warehouse
     # The database file is not locked by a leftover reader: a writer gets through at once.
     with sqlite3.connect(warehouse.path, timeout=0) as db:
         db.execute("DROP TABLE users")
+
+
+# --- templates in a real DAG run --------------------------------------------------------------------
+
+SQL_DAG = """
+import pendulum
+from airflow.sdk import dag, task
+
+from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator, SetAttributesOperator
+
+
+@dag(
+    dag_id="{dag_id}",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1),
+    catchup=False,
+    template_searchpath=[{sql_folder!r}],
+    params={{"tier": "gold", "conn": "warehouse"}},
+)
+def sql_source_dag():
+    @task
+    def threshold():
+        return 2
+
+    SetAttributesOperator(
+        task_id="from_file",
+        sql="segment.sql",
+        sql_conn_id="{{{{ params.conn }}}}",
+        sql_parameters=["{{{{ ti.xcom_pull(task_ids='threshold') }}}}"],
+    ) << threshold()
+    DeleteAttributesOperator(
+        task_id="forget",
+        sql="SELECT identifier FROM users WHERE tier = '{{{{ params.tier }}}}' AND visits < 2",
+        sql_conn_id="warehouse",
+    )
+
+
+sql_source_dag()
+"""
+
+
+def test_a_sql_file_is_rendered_as_a_template_in_a_dag_run(
+    dag_runner: Any, kumulos_connection: KumulosEmulator, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    warehouse.run(
+        "CREATE TABLE users (identifier, tier, visits)",
+        "INSERT INTO users VALUES (?, ?, ?)",
+        rows=[("a", "gold", 5), ("b", "gold", 1), ("c", "silver", 9), ("d", "gold", 2)],
+    )
+    emu.set_attributes("b", {"tier": "gold"})
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    (folder / "segment.sql").write_text(
+        "-- users of one tier with enough visits\n"
+        'SELECT identifier, tier, visits AS "visits"\n'
+        "FROM users\n"
+        "WHERE tier = '{{ params.tier }}' AND visits >= CAST(? AS INTEGER)\n"
+    )
+    dag_id = f"sql_source_{uuid.uuid4().hex[:8]}"
+    run = dag_runner.run(SQL_DAG.format(dag_id=dag_id, sql_folder=str(folder)), dag_id)
+    assert dag_runner.states(run) == {"threshold": "success", "from_file": "success", "forget": "success"}
+    assert {ident: emu.get_attributes(ident) for ident in ("a", "d")} == {
+        "a": {"tier": "gold", "visits": 5},
+        "d": {"tier": "gold", "visits": 2},
+    }
+    assert "c" not in emu.user_ids()
+    assert emu.get_attributes("b") == {}
+    assert dag_runner.xcom(run, "from_file")["succeeded"] == 2
+    assert dag_runner.xcom(run, "forget")["succeeded"] == 1
