@@ -154,7 +154,8 @@ def _rows(
     while batch:
         for row in batch:
             number += 1
-            yield _record(f"{ROW_LABEL} {number}", row, id_index, attribute_columns, with_attributes)
+            values = list(row.values()) if isinstance(row, Mapping) else row  # dict cursors (RealDictCursor)
+            yield _record(f"{ROW_LABEL} {number}", values, id_index, attribute_columns, with_attributes)
         try:
             batch = cursor.fetchmany(fetch_rows)
         except Exception as exc:
