@@ -496,7 +496,7 @@ from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator,
     start_date=pendulum.datetime(2024, 1, 1),
     catchup=False,
     template_searchpath=[{sql_folder!r}],
-    params={{"tier": "gold", "conn": "warehouse"}},
+    params={{"tier": "gold", "conn": "warehouse", "kumulos": "kumulos_default"}},
 )
 def sql_source_dag():
     @task
@@ -512,6 +512,7 @@ def sql_source_dag():
     ) << threshold()
     DeleteAttributesOperator(
         task_id="forget",
+        kumulos_conn_id="{{{{ params.kumulos }}}}",
         sql="SELECT identifier FROM users WHERE tier = '{{{{ params.tier }}}}' AND visits < 2",
         sql_conn_id="warehouse",
     )
