@@ -466,6 +466,29 @@ def test_a_database_error_part_way_fails_the_task_and_publishes_no_failures_file
     assert not failures.exists()
 
 
+def test_a_failing_close_does_not_hide_the_database_error(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FailingClose(RecordingCursor):
+        def close(self) -> None:
+            raise sqlite3.ProgrammingError("close failed")
+
+    monkeypatch.setitem(
+        _sql_source.SERVER_SIDE_CURSORS, "sqlite3", lambda conn: FailingClose(conn.cursor(), [])
+    )
+    with (
+        pytest.raises(KumulosInputError, match="no such table: nowhere"),
+        open_sql_source(
+            "SELECT * FROM nowhere",
+            conn_id="warehouse",
+            parameters=None,
+            identifier_column="identifier",
+            with_attributes=True,
+        ),
+    ):
+        pass
+
+
 def test_closing_early_closes_the_cursor_and_the_connection(warehouse: Warehouse) -> None:
     warehouse.run("CREATE TABLE users (identifier)", "INSERT INTO users VALUES ('a'), ('b')")
     with open_sql_source(
