@@ -154,27 +154,42 @@ def test_postgres_values_reach_kumulos_as_json(kumulos_connection: KumulosEmulat
     assert json.loads(request.body)["balance"] == 1234.5
 
 
-def test_postgres_rows_are_read_through_a_named_server_side_cursor(warehouse: Any) -> None:
-    with warehouse.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE users AS SELECT 'u' || n AS identifier, n FROM generate_series(1, 2500) n"
+@pytest.mark.parametrize(
+    ("psycopg3", "cursor"),
+    [(True, None), (True, "dictcursor"), (False, None), (False, "realdictcursor")],
+    ids=["psycopg", "psycopg-dict-rows", "psycopg2", "psycopg2-realdictcursor"],
+)
+def test_postgres_rows_are_read_through_a_named_server_side_cursor(
+    warehouse: Any, postgres_uri: str, monkeypatch: pytest.MonkeyPatch, psycopg3: bool, cursor: str | None
+) -> None:
+    from airflow.providers.postgres.hooks import postgres
+
+    if psycopg3 and not postgres.USE_PSYCOPG3:
+        pytest.skip("the Postgres provider here does not use psycopg 3")
+    monkeypatch.setattr(postgres, "USE_PSYCOPG3", psycopg3)
+    if cursor is not None:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", f"{postgres_uri}?cursor={cursor}")
+    with warehouse.cursor() as setup:
+        setup.execute(
+            "CREATE TABLE users AS SELECT 'u' || n AS identifier, n, n % 2 = 0 AS even "
+            "FROM generate_series(1, 2500) n"
         )
     with open_sql_source(
-        "SELECT identifier, n FROM users ORDER BY n",
+        "SELECT identifier, n, even FROM users ORDER BY n",
         conn_id=CONN_ID,
         parameters=None,
         identifier_column="identifier",
         with_attributes=True,
     ) as records:
         first = next(records)
-        with warehouse.cursor() as cursor:  # what the reading session last ran
-            cursor.execute(
+        with warehouse.cursor() as probe:  # what the reading session last ran
+            probe.execute(
                 "SELECT query FROM pg_stat_activity WHERE query LIKE 'FETCH FORWARD%' OR query LIKE 'DECLARE%'"
             )
-            seen_cursors = [row[0] for row in cursor.fetchall()]
+            seen_cursors = [row[0] for row in probe.fetchall()]
         rest = list(records)
-    assert (first.identifier, first.attributes) == ("u1", {"n": 1})
-    assert len(rest) == 2499
+    assert (first.identifier, first.attributes) == ("u1", {"n": 1, "even": False})
+    assert (len(rest), rest[-1].identifier, rest[-1].attributes) == (2499, "u2500", {"n": 2500, "even": True})
     assert seen_cursors == [f'FETCH FORWARD {_sql_source.FETCH_ROWS} FROM "{_sql_source.CURSOR_NAME}"'], (
         seen_cursors
     )
