@@ -74,6 +74,8 @@ class Failure:
     identifier: object
     attributes: object
     error: KumulosError
+    #: The input's original text, for a record that failed before it could be sent (see SourceRecord).
+    source: bytes | str | None = None
 
     def brief(self) -> dict[str, Any]:
         """The summary's view: where, who, status, error class and message (never attribute values)."""
@@ -93,6 +95,10 @@ class Failure:
         entry: dict[str, Any] = {"identifier": self.identifier}
         if with_attributes:
             entry["attributes"] = self.attributes
+        if self.source is not None:
+            source = self.source
+            text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+            entry["source_line"] = text.rstrip("\r\n")
         entry["error"] = {
             "type": type(self.error).__name__,
             "status": self.error.status,
@@ -258,7 +264,7 @@ class BulkRunner:
             job = prepare(record, self._with_attributes)
         except KumulosInputError as error:
             with self._changed:
-                self._fail(Failure(record.where, record.identifier, record.attributes, error))
+                self._fail(Failure(record.where, record.identifier, record.attributes, error, record.source))
             return
         seen.add(job.identifier)
         if self._send is None:
