@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +339,83 @@ def test_the_removal_guard_refuses_before_clearing_anyone(
     summary = sync(state, records(4, s0={"segment": "changed"}), remove_absent=True, max_removal_fraction=0.6)
     assert (summary["removed"], summary["unchanged"]) == (6, 4)
     assert len(state_rows(state)) == 4
+
+
+# --- a run killed outright ---------------------------------------------------------------------------
+
+CHILD = """
+import json, sys
+from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
+
+rows = json.loads(open(sys.argv[1]).read())
+SetAttributesOperator(
+    task_id="killed", records=rows, sync_state_path=sys.argv[2], merge=True, max_concurrency=2
+).execute({})
+"""
+
+
+def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    state = tmp_path / "state" / "segments.sqlite"
+    sync(state, records(40), merge=True)
+    before = state.read_bytes()
+    intended = records(40, **{f"s{i}": {"segment": "moved", "score": -i} for i in range(30)})
+    source = tmp_path / "rows.json"
+    source.write_text(json.dumps(intended))
+    emu.clear_requests()
+    emu.set_latency(0.2)
+
+    env = {**os.environ, "AIRFLOW_CONN_KUMULOS_DEFAULT": emu.connection_uri()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(source), str(state)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while sum(r.method == "PUT" for r in emu.requests) < 4:
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert time.monotonic() < deadline, "the child never started writing"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+        if child.stderr:
+            child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    assert 4 <= sum(r.method == "PUT" for r in emu.requests) < 30
+    assert state.read_bytes() == before
+    assert sorted(path.name for path in state.parent.iterdir()) == ["segments.sqlite"]
+
+    emu.set_latency(0.0)
+    summary = sync(state, intended, merge=True)
+    assert (summary["succeeded"], summary["unchanged"], summary["failed"]) == (30, 10, 0)
+    assert {row["identifier"]: emu.get_attributes(row["identifier"]) for row in intended} == {
+        row["identifier"]: row["attributes"] for row in intended
+    }
+    assert sync(state, intended, merge=True)["unchanged"] == 40
+
+
+@pytest.mark.s3
+def test_the_state_lives_on_s3_and_is_replaced_whole(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    state = f"s3://aws_default@{s3_bucket}/sync/segments.sqlite"
+    first = SetAttributesOperator(task_id="t", records=records(12), sync_state_path=state).execute({})
+    assert first["succeeded"] == 12
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]
+    assert [item["Key"] for item in listed] == ["sync/segments.sqlite"]  # no temporary left behind
+    emu.clear_requests()
+    again = SetAttributesOperator(
+        task_id="t", records=records(11, s2={"segment": "s3"}), sync_state_path=state, remove_absent=True
+    ).execute({})
+    assert (again["succeeded"], again["unchanged"], again["removed"]) == (1, 10, 1)
+    assert requests_by_method(emu) == {"DELETE": ["s11"], "PUT": ["s2"]}
+    body = s3_client.get_object(Bucket=s3_bucket, Key="sync/segments.sqlite")["Body"].read()
+    local = tmp_path / "copy.sqlite"
+    local.write_bytes(body)
+    assert len(state_rows(local)) == 11
