@@ -77,6 +77,8 @@ class Failure:
     identifier: object
     attributes: object
     error: KumulosError
+    #: The input's original text, for a record that failed before it could be sent (see SourceRecord).
+    source: bytes | str | None = None
 
     def brief(self) -> dict[str, Any]:
         """The summary's view: where, who, status, error class and message (never attribute values)."""
@@ -96,6 +98,10 @@ class Failure:
         entry: dict[str, Any] = {"identifier": self.identifier}
         if with_attributes:
             entry["attributes"] = self.attributes
+        if self.source is not None:
+            source = self.source
+            text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+            entry["source_line"] = text.rstrip("\r\n")
         entry["error"] = {
             "type": type(self.error).__name__,
             "status": self.error.status,
@@ -284,7 +290,7 @@ class BulkRunner:
             return prepare(record, self._with_attributes)
         except KumulosInputError as error:
             with self._changed:
-                self._fail(Failure(record.where, record.identifier, record.attributes, error))
+                self._fail(Failure(record.where, record.identifier, record.attributes, error, record.source))
                 if self._settled is not None and isinstance(record.identifier, str):
                     self._settled(Job(record.where, record.identifier, None), False)
             return None

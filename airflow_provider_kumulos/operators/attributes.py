@@ -1,7 +1,8 @@
 """SetAttributesOperator and DeleteAttributesOperator: write or clear Kumulos user attributes.
 
 Both work on one user or in bulk. They stay thin: check their arguments, pick a record source (one
-user, a list, or a JSONL/CSV/text file streamed from any object storage) and hand it to the shared
+user, a list, a JSONL/CSV/text file streamed from any object storage, or a SQL query on a database
+connection, streamed) and hand it to the shared
 bulk runner (``_bulk``) together with the API call to make per record. Everything heavy is imported
 inside ``execute``, so DAG files that import these operators parse fast.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._checks import check_bool, check_number, check_whole_number
+from airflow_provider_kumulos._checks import check_bool, check_choice, check_number, check_whole_number
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -48,7 +49,7 @@ def _check_one_mode(given: dict[str, bool], fix: str) -> None:
         raise KumulosInputError(" / ".join(given), problem, fix)
 
 
-def _from_json(value: object, parameter: str, expected: type, example: str) -> Any:
+def _from_json(value: object, parameter: str, expected: type | tuple[type, ...], example: str) -> Any:
     """``value`` itself, or parsed when it is a string (a template that rendered JSON text)."""
     if isinstance(value, str):
         try:
@@ -85,6 +86,9 @@ class _AttributesOperator(BaseOperator):
         kumulos_conn_id: str,
         source_path: Any,
         source_format: str | None,
+        sql: str | None,
+        sql_conn_id: str | None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None,
         identifier_column: str,
         max_concurrency: int,
         max_requests_per_second: float | None,
@@ -99,35 +103,44 @@ class _AttributesOperator(BaseOperator):
         self._lineage: LineageFacts | None = None
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
-        self.source_format = source_format
+        self.source_format = (
+            None
+            if source_format is None
+            else check_choice(
+                "source_format", source_format, self.formats, f"Use one of {', '.join(self.formats)}."
+            )
+        )
+        self.sql = sql
+        self.sql_conn_id = sql_conn_id
+        self.sql_parameters = sql_parameters
         self.identifier_column = identifier_column
         self.max_concurrency = check_whole_number("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
-        self.max_requests_per_second = max_requests_per_second
+        self.max_requests_per_second = (
+            None
+            if max_requests_per_second is None
+            else check_number(
+                "max_requests_per_second",
+                max_requests_per_second,
+                0,
+                low_open=True,
+                fix="Pass a positive rate such as 20, or None for no cap.",
+            )
+        )
         self.max_failures = check_whole_number("max_failures", max_failures, 0)
         self.failures_path = failures_path
-        self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
-        if max_requests_per_second is not None and (
-            isinstance(max_requests_per_second, bool)
-            or not isinstance(max_requests_per_second, int | float)
-            or not max_requests_per_second > 0
-        ):
-            raise KumulosInputError(
-                "max_requests_per_second",
-                f"{max_requests_per_second!r} is not a number > 0",
-                "Pass a positive rate such as 20, or None for no cap.",
-            )
+        self.is_dry_run = check_bool("dry_run", dry_run)  # BaseOperator.dry_run() is a method
         if not isinstance(identifier_column, str) or not identifier_column:
             raise KumulosInputError(
                 "identifier_column", f"{identifier_column!r} is not a column name", 'Pass e.g. "identifier".'
             )
-        if source_format is not None and source_format not in self.formats:
+        if sql is None:
+            for name, value in (("sql_conn_id", sql_conn_id), ("sql_parameters", sql_parameters)):
+                if value is not None:
+                    raise KumulosInputError(name, "it only applies to a sql source", "Remove it or pass sql.")
+        elif sql_conn_id is None:
             raise KumulosInputError(
-                "source_format",
-                f"{source_format!r} is not supported",
-                f"Use one of {', '.join(self.formats)}.",
+                "sql_conn_id", "sql was given without sql_conn_id", "Pass the id of a database connection."
             )
-        if not isinstance(dry_run, bool):
-            raise KumulosInputError("dry_run", f"expected True or False, got {dry_run!r}", "Pass a bool.")
 
     # --- what subclasses provide ----------------------------------------------------------------
 
@@ -154,6 +167,28 @@ class _AttributesOperator(BaseOperator):
 
     @contextlib.contextmanager
     def _open_records(self) -> Iterator[Records]:
+        if self.sql is not None:
+            from airflow_provider_kumulos.operators._sql_source import open_sql_source
+
+            parameters = (
+                None
+                if self.sql_parameters is None
+                else _from_json(
+                    self.sql_parameters,
+                    "sql_parameters",
+                    (Mapping, list, tuple),
+                    'a mapping such as {"segment": "vip"} or a list of values',
+                )
+            )
+            with open_sql_source(
+                self.sql,
+                conn_id=str(self.sql_conn_id),
+                parameters=parameters,
+                identifier_column=self.identifier_column,
+                with_attributes=self.with_attributes,
+            ) as records:
+                yield records, None
+            return
         if self.source_path is None:
             yield self._given_records()
             return
@@ -248,12 +283,32 @@ class SetAttributesOperator(_AttributesOperator):
     reads the current attributes and overlays the new keys. Returns a summary (counts, first
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
     writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
-    goes to the task log every ``progress_interval`` seconds (default 10). See docs/attributes.md
-    for every parameter.
+    goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
+    only records whose attributes changed since the last successful sync are sent, and with
+    ``remove_absent`` users who left the source lose the keys this sync manages. See
+    docs/attributes.md for every parameter.
     """
 
-    template_fields = ("user_id", "attributes", "records", "source_path", "failures_path", "sync_state_path")
-    template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json", "records": "json"}
+    template_fields = (
+        "kumulos_conn_id",
+        "user_id",
+        "attributes",
+        "records",
+        "source_path",
+        "sql",
+        "sql_conn_id",
+        "sql_parameters",
+        "failures_path",
+        "sync_state_path",
+    )
+    #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
+    template_ext = (".sql",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "attributes": "json",
+        "records": "json",
+        "sql": "sql",
+        "sql_parameters": "json",
+    }
     what = "set attributes"
     with_attributes = True
     formats = ("jsonl", "csv")
@@ -267,6 +322,9 @@ class SetAttributesOperator(_AttributesOperator):
         records: Iterable[Mapping[str, Any]] | str | None = None,
         source_path: Any = None,
         source_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
         identifier_column: str = "identifier",
         attribute_types: Mapping[str, str] | None = None,
         merge: bool = False,
@@ -285,6 +343,9 @@ class SetAttributesOperator(_AttributesOperator):
             kumulos_conn_id=kumulos_conn_id,
             source_path=source_path,
             source_format=source_format,
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_parameters=sql_parameters,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
@@ -307,8 +368,10 @@ class SetAttributesOperator(_AttributesOperator):
                 "user_id": user_id is not None or attributes is not None,
                 "records": records is not None,
                 "source_path": source_path is not None,
+                "sql": sql is not None,
             },
-            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file).",
+            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file), "
+            "sql (a query).",
         )
         if (user_id is None) != (attributes is None):
             missing, given = ("attributes", "user_id") if attributes is None else ("user_id", "attributes")
@@ -325,13 +388,11 @@ class SetAttributesOperator(_AttributesOperator):
                     "Remove it or pass source_path.",
                 )
             attribute_types = check_attribute_types(attribute_types)
-        if not isinstance(merge, bool):
-            raise KumulosInputError("merge", f"expected True or False, got {merge!r}", "Pass a bool.")
         self.user_id = user_id
         self.attributes = attributes
         self.records = records
         self.attribute_types = attribute_types
-        self.merge = merge
+        self.merge = check_bool("merge", merge)
 
     def _attribute_types(self) -> dict[str, str] | None:
         return None if self.attribute_types is None else dict(self.attribute_types)
@@ -430,8 +491,22 @@ class DeleteAttributesOperator(_AttributesOperator):
     failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
     """
 
-    template_fields = ("user_id", "user_ids", "source_path", "failures_path")
-    template_fields_renderers: ClassVar[dict[str, str]] = {"user_ids": "json"}
+    template_fields = (
+        "kumulos_conn_id",
+        "user_id",
+        "user_ids",
+        "source_path",
+        "sql",
+        "sql_conn_id",
+        "sql_parameters",
+        "failures_path",
+    )
+    template_ext = (".sql",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "user_ids": "json",
+        "sql": "sql",
+        "sql_parameters": "json",
+    }
     what = "delete attributes"
     with_attributes = False
     formats = ("jsonl", "csv", "txt")
@@ -444,6 +519,9 @@ class DeleteAttributesOperator(_AttributesOperator):
         user_ids: Iterable[str] | str | None = None,
         source_path: Any = None,
         source_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
         missing_ok: bool = True,
         max_concurrency: int = 8,
         max_requests_per_second: float | None = None,
@@ -457,6 +535,9 @@ class DeleteAttributesOperator(_AttributesOperator):
             kumulos_conn_id=kumulos_conn_id,
             source_path=source_path,
             source_format=source_format,
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_parameters=sql_parameters,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
@@ -470,16 +551,13 @@ class DeleteAttributesOperator(_AttributesOperator):
                 "user_id": user_id is not None,
                 "user_ids": user_ids is not None,
                 "source_path": source_path is not None,
+                "sql": sql is not None,
             },
-            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file).",
+            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file), sql (a query).",
         )
-        if not isinstance(missing_ok, bool):
-            raise KumulosInputError(
-                "missing_ok", f"expected True or False, got {missing_ok!r}", "Pass a bool."
-            )
         self.user_id = user_id
         self.user_ids = user_ids
-        self.missing_ok = missing_ok
+        self.missing_ok = check_bool("missing_ok", missing_ok)
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
