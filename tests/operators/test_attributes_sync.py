@@ -419,3 +419,39 @@ def test_the_state_lives_on_s3_and_is_replaced_whole(
     local = tmp_path / "copy.sqlite"
     local.write_bytes(body)
     assert len(state_rows(local)) == 11
+
+
+def test_a_sql_model_syncs_its_changes_and_its_leavers(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = kumulos_connection
+    warehouse = tmp_path / "warehouse.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(warehouse)}))
+    with sqlite3.connect(warehouse) as db:
+        db.execute("CREATE TABLE segments (identifier TEXT, segment TEXT, score INTEGER)")
+        db.executemany("INSERT INTO segments VALUES (?, ?, ?)", [(f"q{i}", "a", i) for i in range(12)])
+
+    def push() -> dict[str, Any]:
+        return SetAttributesOperator(
+            task_id="push",
+            sql="SELECT identifier, segment, score FROM segments",
+            sql_conn_id="warehouse",
+            sync_state_path=str(tmp_path / "state.sqlite"),
+            merge=True,
+            remove_absent=True,
+        ).execute({"ti": _NoXCom()})
+
+    assert push()["succeeded"] == 12
+    with sqlite3.connect(warehouse) as db:
+        db.execute("UPDATE segments SET segment = 'b' WHERE identifier IN ('q1', 'q2')")
+        db.execute("DELETE FROM segments WHERE identifier = 'q11'")
+    emu.clear_requests()
+    summary = push()
+    assert {key: summary[key] for key in ("succeeded", "unchanged", "removed")} == {
+        "succeeded": 2,
+        "unchanged": 9,
+        "removed": 1,
+    }
+    assert requests_by_method(emu) == {"GET": ["q1", "q11", "q2"], "PUT": ["q1", "q2"], "DELETE": ["q11"]}
+    assert emu.get_attributes("q1") == {"segment": "b", "score": 1}
+    assert emu.get_attributes("q11") == {}
