@@ -52,26 +52,25 @@ LOAD_BATCH = 5000
 #: the run's data interval, as ISO 8601.
 SEGMENTS_SQL = """
 WITH platforms AS (
-    SELECT u.identifier,
+    SELECT u.identifier, u.last_active,
            lower(trim(json_extract(i.value, '$.os'))) AS platform,
-           count(*) AS installs,
+           count(i.value) AS installs,
            max(julianday(json_extract(i.value, '$.lastActive'))) AS latest
-    FROM kumulos_users AS u, json_each(u.installs) AS i
-    WHERE trim(coalesce(json_extract(i.value, '$.os'), '')) <> ''
-    GROUP BY u.identifier, platform
+    FROM kumulos_users AS u
+    LEFT JOIN json_each(u.installs) AS i ON trim(coalesce(json_extract(i.value, '$.os'), '')) <> ''
+    GROUP BY u.identifier, u.last_active, platform
 ), ranked AS (
-    SELECT identifier, platform,
-           row_number() OVER (
-               PARTITION BY identifier ORDER BY installs DESC, latest DESC NULLS LAST, platform
-           ) AS rank
+    SELECT *, row_number() OVER (
+        PARTITION BY identifier ORDER BY installs DESC, latest DESC NULLS LAST, platform
+    ) AS rank
     FROM platforms
 )
-SELECT u.identifier,
-       CASE WHEN julianday(u.last_active) IS NULL OR julianday(u.last_active) < julianday(:as_of) - 30
+SELECT identifier,
+       CASE WHEN julianday(last_active) IS NULL OR julianday(last_active) < julianday(:as_of) - 30
             THEN 'inactive_30d' ELSE 'active' END AS activity,
-       coalesce(r.platform, 'unknown') AS primary_platform
-FROM kumulos_users AS u
-LEFT JOIN ranked AS r ON r.identifier = u.identifier AND r.rank = 1
+       coalesce(platform, 'unknown') AS primary_platform
+FROM ranked
+WHERE rank = 1
 """
 
 log = logging.getLogger(__name__)
