@@ -507,31 +507,30 @@ class BulkReport:
         if self.sync is not None and self.sync.refused is not None:
             return self.sync.refused
         counts = self.result.counts
-        failed = counts.failed + (removal.counts.failed if removal is not None else 0)
-        if failed <= max_failures:
+        not_cleared = removal.counts.failed if removal is not None else 0
+        if counts.failed + not_cleared <= max_failures:
             return None
         first_failures = self.result.first_failures + (removal.first_failures if removal is not None else [])
-        if not counts.failed:
-            assert removal is not None, "failures without failed records come from removals"
-            error = KumulosError(
-                f"{self.what}: {failed:,} users absent from the source could not be cleared, more than "
-                f"max_failures={max_failures}. First errors: "
-                + "; ".join(_describe(failure) for failure in first_failures)
-                + ". They stay in the sync state and are tried again next run."
-            )
-            error.__cause__ = first_failures[0].error
-            return error
+        problems = []
+        if counts.failed:
+            problems.append(f"{counts.failed:,} of {counts.total:,} records failed")
+        if not_cleared:
+            problems.append(f"{not_cleared:,} users absent from the source could not be cleared")
         firsts = "; ".join(_describe(failure) for failure in first_failures[:FIRST_ERRORS])
-        where = (
-            f"Failed records are in {self.failures_path}: fix them and pass that file as source_path to retry."
-            if self.failures_path
-            else "Set failures_path to collect the failed records for a retry."
-        )
+        fixes = []
+        if counts.failed:
+            fixes.append(
+                f"Failed records are in {self.failures_path}: fix them and pass that file as source_path to retry."
+                if self.failures_path
+                else "Set failures_path to collect the failed records for a retry."
+            )
+        if not_cleared:
+            fixes.append("Users not cleared stay in the sync state and are tried again next run.")
         error = KumulosError(
-            f"{self.what}: {failed:,} of {counts.total:,} records failed, more than "
-            f"max_failures={max_failures}. First errors: {firsts}. {where}"
+            f"{self.what}: {' and '.join(problems)}, more than max_failures={max_failures}. "
+            f"First errors: {firsts}. {' '.join(fixes)}"
         )
-        error.__cause__ = self.result.first_failures[0].error  # the typed error, for callers that branch
+        error.__cause__ = first_failures[0].error  # the typed error, for callers that branch
         return error
 
 
@@ -598,7 +597,7 @@ def run_bulk(
         sync.refused = _removal_guard(sync.absent, state.previous, max_removal_fraction)
         if sync.refused is None and remove is not None and sync.absent:
             sync.result = _remove_absent(
-                state, remove, max_concurrency, logger, request_stats, progress_interval
+                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
             )
     report = BulkReport(
         what,
@@ -641,6 +640,7 @@ def _removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosEr
 def _remove_absent(
     state: SyncState,
     remove: Callable[[Job], str],
+    absent: int,
     max_concurrency: int,
     logger: logging.Logger | Any,
     request_stats: RequestStats | None,
@@ -650,6 +650,7 @@ def _remove_absent(
     progress = ProgressLogger(
         "clear users absent from the source",
         logger=logger,
+        total=absent,
         interval=progress_interval,
         request_stats=request_stats,
         counts_failures=True,

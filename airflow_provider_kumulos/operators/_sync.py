@@ -265,10 +265,6 @@ class SyncState:
         finally:
             self._db.close()
 
-    def synced(self) -> int:
-        """Users the state lists as synced (after :meth:`close` with ``save``, read it from a new one)."""
-        return self._count("SELECT COUNT(*) FROM users WHERE digest IS NOT NULL")
-
 
 @contextlib.contextmanager
 def open_state(

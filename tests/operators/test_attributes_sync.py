@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -455,3 +456,24 @@ def test_a_sql_model_syncs_its_changes_and_its_leavers(
     assert requests_by_method(emu) == {"GET": ["q1", "q11", "q2"], "PUT": ["q1", "q2"], "DELETE": ["q11"]}
     assert emu.get_attributes("q1") == {"segment": "b", "score": 1}
     assert emu.get_attributes("q11") == {}
+
+
+def test_progress_lines_and_the_final_line_count_unchanged_records(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.sqlite"
+    sync(state, records(30))
+    capsys.readouterr()
+    SetAttributesOperator(
+        task_id="sync",
+        records=records(30, s0={"segment": "new"}),
+        sync_state_path=str(state),
+        progress_interval=0,
+    ).execute({})
+    logged = capsys.readouterr().out
+    assert re.search(r"set attributes: \d+/30 \([\d.]+%\), failed 0, unchanged \d+, ", logged)
+    assert "set attributes: 30/30 (100.0%), failed 0, unchanged 29, " in logged
+    assert (
+        "set attributes finished: total 30, succeeded 1, failed 0, skipped 0, duplicates 0, unchanged 29, "
+        in (logged)
+    )
