@@ -44,12 +44,11 @@ CACHE_KIB = 8192
 COPY_CHUNK = 1 << 20
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # digest: 16 bytes = attributes last sent; UNKNOWN = last write failed; NULL = first seen in this
     # run and not written yet (such rows are dropped before the state is saved).
     # run: the last run whose source held the identifier.
-    "CREATE TABLE IF NOT EXISTS users (identifier TEXT PRIMARY KEY, digest BLOB, run INTEGER NOT NULL)"
-    " WITHOUT ROWID",
+    "CREATE TABLE users (identifier TEXT PRIMARY KEY, digest BLOB, run INTEGER NOT NULL) WITHOUT ROWID",
 )
 
 
@@ -91,23 +90,30 @@ class SyncState:
         self.keys: set[str] = set()
         self.run = 1
         try:
+            self._open(api_key)
+        except BaseException:
+            self._db.close()
+            raise
+        #: Users the previous run left synced: the base of the removal guard.
+        self.previous = self._count("SELECT COUNT(*) FROM users WHERE digest IS NOT NULL")
+
+    # --- opening --------------------------------------------------------------------------------
+
+    def _open(self, api_key: str) -> None:
+        """Check the file and start this run's transaction; a new or refreshed state starts empty."""
+        try:
             for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
                 self._db.execute(f"PRAGMA {pragma}")
             meta = self._load_meta()
         except sqlite3.DatabaseError:
-            self._db.close()
-            raise _not_a_state(where, "is not a SQLite database") from None
+            raise _not_a_state(self.where, "is not a SQLite database") from None
         self._db.execute("BEGIN")
-        if not meta or (full_refresh and not self._same_app(meta, api_key)):
+        if not meta or (self.full_refresh and not self._same_app(meta, api_key)):
             self._start_afresh(api_key)
         else:
             self._check(meta, api_key)
             self.keys = set(json.loads(meta["keys"]))
             self.run = int(meta["run"]) + 1
-        #: Users the previous run left synced: the base of the removal guard.
-        self.previous = self._count("SELECT COUNT(*) FROM users WHERE digest IS NOT NULL")
-
-    # --- opening --------------------------------------------------------------------------------
 
     def _load_meta(self) -> dict[str, str]:
         names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -139,10 +145,10 @@ class SyncState:
             )
 
     def _start_afresh(self, api_key: str) -> None:
+        self._db.execute("DROP TABLE IF EXISTS users")
+        self._db.execute("DROP TABLE IF EXISTS meta")
         for statement in _SCHEMA:
             self._db.execute(statement)
-        self._db.execute("DELETE FROM users")
-        self._db.execute("DELETE FROM meta")
         self.keys = set()
         self.run = 1
         salt = secrets.token_bytes(16)
