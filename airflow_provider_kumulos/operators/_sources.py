@@ -47,8 +47,8 @@ _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, csv.E
 class SourceRecord:
     """One record as read: where it came from, its identifier and attributes, or why it is unusable.
 
-    ``source`` is the record's original text when it came from a file line (the raw bytes of a JSONL
-    line; a CSV row that could not be read, as CSV text), so a failure loses nothing of the input.
+    ``source`` is the record's original text: the raw bytes of a JSONL line; for a CSV row or a list
+    item that could not be read, its CSV or JSON text. So a failure loses nothing of the input.
     """
 
     where: str
@@ -80,7 +80,16 @@ def from_records(
                 KumulosInputError(
                     where, f"expected an object, got {type(record).__name__}", f"Pass {shape}."
                 ),
+                _json_text(record),
             )
+
+
+def _json_text(value: object) -> str:
+    """``value`` as JSON text (values JSON cannot carry as their ``str()``), to keep an unusable item."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):  # circular or absurdly deep
+        return str(value)
 
 
 def from_identifiers(user_ids: Iterable[object], *, parameter: str) -> Iterator[SourceRecord]:
@@ -106,7 +115,8 @@ def _from_mapping(
         f"it has no {' and no '.join(repr(key) for key in missing)} key",
         f"Give every record {' and '.join(repr(key) for key in required)}.",
     )
-    return SourceRecord(where, record.get(identifier_key), attributes, problem, source)
+    text = source if source is not None else _json_text(record)
+    return SourceRecord(where, record.get(identifier_key), attributes, problem, text)
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -97,9 +97,9 @@ def open_sql_source(
     if not isinstance(sql, str) or not sql.strip():
         raise KumulosInputError("sql", f"{sql!r} is not a query", "Pass a SELECT statement or a .sql file.")
     hook = database_hook(conn_id)
-    with contextlib.closing(hook.get_conn()) as conn:
+    with _closed_after(hook.get_conn()) as conn:
         opener = SERVER_SIDE_CURSORS.get(type(conn).__module__.split(".")[0])
-        with contextlib.closing(opener(conn) if opener else conn.cursor()) as cursor:
+        with _closed_after(opener(conn) if opener else conn.cursor()) as cursor:
             try:
                 cursor.execute(sql, parameters) if parameters is not None else cursor.execute(sql)
                 first = cursor.fetchmany(fetch_rows)
@@ -111,6 +111,18 @@ def open_sql_source(
                 ) from None
             columns = _columns(cursor, identifier_column)
             yield _rows(cursor, first, columns, identifier_column, with_attributes, fetch_rows)
+
+
+@contextlib.contextmanager
+def _closed_after(resource: Any) -> Iterator[Any]:
+    """Close ``resource`` after the block; a failing close never hides the error that ended the block."""
+    try:
+        yield resource
+    except BaseException:
+        with contextlib.suppress(Exception):
+            resource.close()
+        raise
+    resource.close()
 
 
 def _columns(cursor: Any, identifier_column: str) -> list[str]:
@@ -154,7 +166,8 @@ def _rows(
     while batch:
         for row in batch:
             number += 1
-            yield _record(f"{ROW_LABEL} {number}", row, id_index, attribute_columns, with_attributes)
+            values = list(row.values()) if isinstance(row, Mapping) else row  # dict cursors (RealDictCursor)
+            yield _record(f"{ROW_LABEL} {number}", values, id_index, attribute_columns, with_attributes)
         try:
             batch = cursor.fetchmany(fetch_rows)
         except Exception as exc:

@@ -1,10 +1,9 @@
 """SetAttributesOperator and DeleteAttributesOperator: write or clear Kumulos user attributes.
 
 Both work on one user or in bulk. They stay thin: check their arguments, pick a record source (one
-user, a list, a JSONL/CSV/text file streamed from any object storage, or a SQL query on a database
-connection, streamed) and hand it to the shared
-bulk runner (``_bulk``) together with the API call to make per record. Everything heavy is imported
-inside ``execute``, so DAG files that import these operators parse fast.
+user, a list, a JSONL/CSV/text file streamed from any object storage, or the rows of a SQL query)
+and hand it to the shared bulk runner (``_bulk``) together with the API call to make per record.
+Everything heavy is imported inside ``execute``, so DAG files that import these operators parse fast.
 """
 
 from __future__ import annotations
@@ -274,11 +273,13 @@ class _AttributesOperator(BaseOperator):
 
 
 class SetAttributesOperator(_AttributesOperator):
-    """Set Kumulos user attributes for one user or many (records, or a JSONL/CSV file), concurrently.
+    """Set Kumulos user attributes for one user or many (records, a JSONL/CSV file, a query), concurrently.
 
     Give exactly one of: ``user_id`` with ``attributes`` (one user); ``records``, a list of
     ``{"identifier": ..., "attributes": {...}}`` (e.g. an upstream task's XCom, or a template rendering
-    JSON); or ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed.
+    JSON); ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed;
+    or ``sql`` with ``sql_conn_id`` (and optionally ``sql_parameters``), a query on any database
+    connection whose rows (identifier column + one column per attribute) are streamed.
     Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
     reads the current attributes and overlays the new keys. Returns a summary (counts, first
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
@@ -484,7 +485,7 @@ class SetAttributesOperator(_AttributesOperator):
 
 
 class DeleteAttributesOperator(_AttributesOperator):
-    """Delete every attribute of one user or many (``user_ids``, or a JSONL/CSV/text file), concurrently.
+    """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
     Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
     as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,

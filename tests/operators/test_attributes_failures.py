@@ -113,3 +113,23 @@ def test_unreadable_csv_rows_keep_every_cell_as_its_text(
         ("b", {"age": "forty", "vip": "no", "city": "Lyon, Rhône"}, 'b,forty,no,"Lyon, Rhône"'),
         ("c", None, "c,3"),
     ]
+
+
+def test_unusable_list_items_are_kept_as_json_text(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    records: list[Any] = [
+        {"identifier": "a", "attributes": {"n": 1}},
+        ["b", {"n": 2}],  # not an object
+        {"id": "c", "attributes": {"n": 3}},  # wrong identifier key
+    ]
+    failures = tmp_path / "failed.jsonl"
+    summary = run(
+        SetAttributesOperator(task_id="t", records=records, max_failures=10, failures_path=str(failures))
+    )
+    assert (summary["succeeded"], summary["failed"]) == (1, 2)
+    written = read_jsonl(failures)
+    assert [(line["error"]["where"], json.loads(line["source_line"])) for line in written] == [
+        ("records[1]", ["b", {"n": 2}]),
+        ("records[2]", {"id": "c", "attributes": {"n": 3}}),
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 from airflow_provider_kumulos.operators import _sql_source
 from airflow_provider_kumulos.operators._sql_source import json_value, open_sql_source
 from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator, SetAttributesOperator
@@ -444,6 +444,51 @@ def test_a_dry_run_reads_a_large_result_through_the_operator(
     assert kumulos_connection.requests == []
 
 
+def test_a_database_error_part_way_fails_the_task_and_publishes_no_failures_file(
+    kumulos_connection: KumulosEmulator, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    rows = [(f"u{n}", '{"a": 1}') for n in range(1, 1501)]
+    rows[1200] = ("u1201", "{not json")  # SQLite evaluates json_extract only when it reaches the row
+    warehouse.run("CREATE TABLE users (identifier, payload)", "INSERT INTO users VALUES (?, ?)", rows=rows)
+    failures = tmp_path / "failed.jsonl"
+    with pytest.raises(KumulosError) as caught:
+        run(
+            SetAttributesOperator(
+                task_id="t",
+                sql="SELECT identifier, json_extract(payload, '$.a') AS a FROM users ORDER BY rowid",
+                sql_conn_id="warehouse",
+                dry_run=True,
+                failures_path=str(failures),
+            )
+        )
+    assert not isinstance(caught.value, KumulosInputError)
+    assert str(caught.value) == "Reading the rows of sql failed after sql row 1000: malformed JSON"
+    assert not failures.exists()
+
+
+def test_a_failing_close_does_not_hide_the_database_error(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FailingClose(RecordingCursor):
+        def close(self) -> None:
+            raise sqlite3.ProgrammingError("close failed")
+
+    monkeypatch.setitem(
+        _sql_source.SERVER_SIDE_CURSORS, "sqlite3", lambda conn: FailingClose(conn.cursor(), [])
+    )
+    with (
+        pytest.raises(KumulosInputError, match="no such table: nowhere"),
+        open_sql_source(
+            "SELECT * FROM nowhere",
+            conn_id="warehouse",
+            parameters=None,
+            identifier_column="identifier",
+            with_attributes=True,
+        ),
+    ):
+        pass
+
+
 def test_closing_early_closes_the_cursor_and_the_connection(warehouse: Warehouse) -> None:
     warehouse.run("CREATE TABLE users (identifier)", "INSERT INTO users VALUES ('a'), ('b')")
     with open_sql_source(
@@ -474,7 +519,7 @@ from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator,
     start_date=pendulum.datetime(2024, 1, 1),
     catchup=False,
     template_searchpath=[{sql_folder!r}],
-    params={{"tier": "gold", "conn": "warehouse"}},
+    params={{"tier": "gold", "conn": "warehouse", "kumulos": "kumulos_default"}},
 )
 def sql_source_dag():
     @task
@@ -483,12 +528,14 @@ def sql_source_dag():
 
     SetAttributesOperator(
         task_id="from_file",
+        kumulos_conn_id="{{{{ 'kumulos_' ~ 'default' }}}}",
         sql="segment.sql",
         sql_conn_id="{{{{ params.conn }}}}",
         sql_parameters=["{{{{ ti.xcom_pull(task_ids='threshold') }}}}"],
     ) << threshold()
     DeleteAttributesOperator(
         task_id="forget",
+        kumulos_conn_id="{{{{ params.kumulos }}}}",
         sql="SELECT identifier FROM users WHERE tier = '{{{{ params.tier }}}}' AND visits < 2",
         sql_conn_id="warehouse",
     )
