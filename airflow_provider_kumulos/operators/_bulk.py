@@ -131,7 +131,11 @@ class DuplicateCounter:
 
     Each identifier is reduced to an 8-byte BLAKE2b digest, kept in a private temporary SQLite table
     that lives on local disk (about 16 bytes per distinct identifier; the page cache is capped at
-    2 MiB). Two different identifiers share a digest with probability about n^2 / 2^65.
+    2 MiB). Two different identifiers share a digest with probability about n^2 / 2^65. Kept over a
+    plain ``set`` because ``bench/bulk_duplicates.py`` measured peak RSS flat from 100,000 to 1,000,000
+    identifiers (1.006x, +0.7 MiB) where the set grew by 89 MiB (1.71x), at 11 us per identifier
+    against about 1 ms per request. A run with a sync state counts duplicates in the state's own
+    table instead (:meth:`~airflow_provider_kumulos.operators._sync.SyncState.classify`).
     """
 
     BATCH = 8192
