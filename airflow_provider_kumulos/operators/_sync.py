@@ -85,7 +85,6 @@ class SyncState:
         self._pending: list[tuple[bytes, int, str, bool]] = []
         self._removed: list[tuple[str, bool]] = []
         self._lock = threading.Lock()
-        self._seen_in_batch: set[str] = set()
         self.duplicates = 0
         self.keys: set[str] = set()
         self.run = 1
@@ -179,8 +178,7 @@ class SyncState:
         ):
             stored[identifier] = (digest, run)
         unchanged: list[bool] = []
-        seen = self._seen_in_batch
-        seen.clear()
+        seen: set[str] = set()
         for job in jobs:
             digest, run = stored.get(job.identifier, (None, 0))
             self.keys.update(job.attributes or ())
