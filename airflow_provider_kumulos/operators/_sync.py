@@ -9,6 +9,7 @@ run killed outright leaves the previous state where it was. docs/attributes.md d
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -17,10 +18,11 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kumulos._storage import atomic_write
+from airflow_provider_kumulos._storage import STALE_TEMPORARY_SECONDS, atomic_write
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ DIGEST_SIZE = 16
 CACHE_KIB = 8192
 #: Bytes copied per read when the state moves to or from object storage.
 COPY_CHUNK = 1 << 20
+#: Prefix of the local folders holding a run's working copy, in the system's temporary folder.
+LOCAL_PREFIX = "kumulos-sync-"
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -270,6 +274,26 @@ class SyncState:
             self._db.close()
 
 
+def sweep_stale_copies() -> int:
+    """Delete working copies a killed run left in the temporary folder; returns how many.
+
+    A live run writes its copy at every batch, so a copy untouched for longer than the exports'
+    stale-temporary age belongs to a run that is gone.
+    """
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    removed = 0
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), LOCAL_PREFIX + "*")):
+        with contextlib.suppress(OSError):
+            newest = max(
+                (os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)),
+                default=os.path.getmtime(folder),
+            )
+            if newest < cutoff:
+                shutil.rmtree(folder)
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def open_state(
     path: ObjectStoragePath, api_key: str, *, full_refresh: bool, save: bool
@@ -280,7 +304,8 @@ def open_state(
     (the operator raises only afterwards). A block that raised keeps the previous state unchanged.
     """
     where = str(path)
-    with tempfile.TemporaryDirectory(prefix="kumulos-sync-") as folder:
+    sweep_stale_copies()
+    with tempfile.TemporaryDirectory(prefix=LOCAL_PREFIX) as folder:
         local = os.path.join(folder, "state.sqlite")
         if path.exists():
             with path.open("rb") as source, open(local, "wb") as target:

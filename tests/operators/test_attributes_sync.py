@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,7 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
     source.write_text(json.dumps(intended))
     emu.clear_requests()
     emu.set_latency(0.2)
+    copies_before = set(Path(tempfile.gettempdir()).glob("kumulos-sync-*"))
 
     env = {**os.environ, "AIRFLOW_CONN_KUMULOS_DEFAULT": emu.connection_uri()}
     child = subprocess.Popen(
@@ -390,6 +392,10 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
     assert 4 <= sum(r.method == "PUT" for r in emu.requests) < 30
     assert state.read_bytes() == before
     assert sorted(path.name for path in state.parent.iterdir()) == ["segments.sqlite"]
+    [left_behind] = set(Path(tempfile.gettempdir()).glob("kumulos-sync-*")) - copies_before
+    hour_ago = time.time() - 3700
+    for path in [left_behind, *left_behind.iterdir()]:
+        os.utime(path, (hour_ago, hour_ago))
 
     emu.set_latency(0.0)
     summary = sync(state, intended, merge=True)
@@ -398,6 +404,7 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
         row["identifier"]: row["attributes"] for row in intended
     }
     assert sync(state, intended, merge=True)["unchanged"] == 40
+    assert not left_behind.exists(), "the next run swept the killed run's working copy"
 
 
 @pytest.mark.s3
