@@ -484,3 +484,14 @@ def test_progress_lines_and_the_final_line_count_unchanged_records(
         "set attributes finished: total 30, succeeded 1, failed 0, skipped 0, duplicates 0, unchanged 29, "
         in (logged)
     )
+
+
+def test_a_state_from_a_newer_format_is_refused(kumulos_connection: KumulosEmulator, tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    sync(state, records(3))
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
+    kumulos_connection.clear_requests()
+    with pytest.raises(KumulosInputError, match="newer version of this provider"):
+        sync(state, records(3))
+    assert kumulos_connection.requests == []
