@@ -21,17 +21,21 @@ from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_kumulos._lineage import LineageFacts
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-    from airflow_provider_kumulos.operators._bulk import Job
+    from airflow_provider_kumulos.operators._bulk import BulkReport, Job
     from airflow_provider_kumulos.operators._sources import SourceRecord
+    from airflow_provider_kumulos.operators._sync import SyncState
 
 #: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
 MAX_CONCURRENCY = 64
 #: The XCom key of a task's return value; the summary goes there even when the task fails.
 XCOM_RETURN_KEY = "return_value"
+
+#: Share of the users a sync state lists that one run may clear before ``remove_absent`` refuses.
+DEFAULT_MAX_REMOVAL_FRACTION = 0.5
 
 Records = tuple[Iterable["SourceRecord"], int | None]
 
@@ -71,6 +75,9 @@ class _AttributesOperator(BaseOperator):
     with_attributes: ClassVar[bool]
     #: File formats ``source_path`` may have.
     formats: ClassVar[tuple[str, ...]]
+    #: Whether users absent from the source are cleared (set by operators that keep a sync state).
+    remove_absent = False
+    max_removal_fraction = DEFAULT_MAX_REMOVAL_FRACTION
 
     def __init__(
         self,
@@ -147,6 +154,14 @@ class _AttributesOperator(BaseOperator):
     def _attribute_types(self) -> dict[str, str] | None:
         return None
 
+    def _sync_state(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[SyncState | None]:
+        """The sync state this run reads and updates, if the operator keeps one."""
+        return contextlib.nullcontext()
+
+    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+        """The call that clears a user absent from the source, if the operator removes them."""
+        return None
+
     # --- execution ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -200,41 +215,55 @@ class _AttributesOperator(BaseOperator):
 
         failures_path = _bulk.check_failures_path(self.failures_path)
         with self._open_records() as (records, total):
-            hook = (
-                None
-                if self.is_dry_run
-                else KumulosCRMHook(
-                    self.kumulos_conn_id,
-                    pool_size=self.max_concurrency,
-                    max_requests_per_second=self.max_requests_per_second,
-                )
+            hook = KumulosCRMHook(
+                self.kumulos_conn_id,
+                pool_size=self.max_concurrency,
+                max_requests_per_second=self.max_requests_per_second,
             )
             try:
-                report = _bulk.run_bulk(
-                    records,
-                    None if hook is None else self._sender(hook),
-                    what=self.what,
-                    with_attributes=self.with_attributes,
-                    with_missing=not self.with_attributes,
-                    max_concurrency=self.max_concurrency,
-                    failures_path=failures_path,
-                    logger=self.log,
-                    total=total,
-                    request_stats=None if hook is None else hook.stats,
-                    progress_interval=self.progress_interval,
-                )
+                with self._sync_state(hook) as state:
+                    report = self._run(records, total, hook, state, failures_path)
             finally:
-                if hook is not None:
-                    hook.close()
+                hook.close()
         counts = report.result.counts
         applied = counts.succeeded + counts.missing
         # Only a run that applied something has resolved (and so can name) its Kumulos app.
-        self._lineage = bulk_lineage(self.source_path, hook.config if hook and applied else None, applied)
+        self._lineage = bulk_lineage(self.source_path, hook.config if applied else None, applied)
         error = report.error(self.max_failures)
         if error is not None:
             context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
             raise error
         return report.summary
+
+    def _run(
+        self,
+        records: Iterable[SourceRecord],
+        total: int | None,
+        hook: KumulosCRMHook,
+        state: SyncState | None,
+        failures_path: ObjectStoragePath | None,
+    ) -> BulkReport:
+        """Hand the records, the calls to make and the sync state (if any) to the bulk runner."""
+        from airflow_provider_kumulos.operators import _bulk
+
+        live = not self.is_dry_run
+        return _bulk.run_bulk(
+            records,
+            self._sender(hook) if live else None,
+            what=self.what,
+            with_attributes=self.with_attributes,
+            with_missing=not self.with_attributes,
+            max_concurrency=self.max_concurrency,
+            failures_path=failures_path,
+            logger=self.log,
+            total=total,
+            request_stats=hook.stats if live else None,
+            progress_interval=self.progress_interval,
+            state=state,
+            remove_absent=self.remove_absent,
+            remove=self._remover(hook, state) if live and state is not None else None,
+            max_removal_fraction=self.max_removal_fraction,
+        )
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: ``source_path`` (if any) in, the Kumulos users out (see docs/observability.md)."""
@@ -255,8 +284,10 @@ class SetAttributesOperator(_AttributesOperator):
     reads the current attributes and overlays the new keys. Returns a summary (counts, first
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
     writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
-    goes to the task log every ``progress_interval`` seconds (default 10). See docs/attributes.md
-    for every parameter.
+    goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
+    only records whose attributes changed since the last successful sync are sent, and with
+    ``remove_absent`` users who left the source lose the keys this sync manages. See
+    docs/attributes.md for every parameter.
     """
 
     template_fields = (
@@ -269,6 +300,7 @@ class SetAttributesOperator(_AttributesOperator):
         "sql_conn_id",
         "sql_parameters",
         "failures_path",
+        "sync_state_path",
     )
     #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
     template_ext = (".sql",)
@@ -302,6 +334,10 @@ class SetAttributesOperator(_AttributesOperator):
         max_failures: int = 0,
         failures_path: Any = None,
         dry_run: bool = False,
+        sync_state_path: Any = None,
+        full_refresh: bool = False,
+        remove_absent: bool = False,
+        max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -319,6 +355,15 @@ class SetAttributesOperator(_AttributesOperator):
             dry_run=dry_run,
             **kwargs,
         )
+        self.sync_state_path = sync_state_path
+        self.full_refresh = check_bool("full_refresh", full_refresh)
+        self.remove_absent = check_bool("remove_absent", remove_absent)
+        self.max_removal_fraction = check_number("max_removal_fraction", max_removal_fraction, 0.0, 1.0)
+        if sync_state_path is None and (full_refresh or remove_absent):
+            given = "full_refresh" if full_refresh else "remove_absent"
+            raise KumulosInputError(
+                given, "it needs a sync state", f"Pass sync_state_path, or remove {given}."
+            )
         _check_one_mode(
             {
                 "user_id": user_id is not None or attributes is not None,
@@ -378,6 +423,46 @@ class SetAttributesOperator(_AttributesOperator):
             ),
             total,
         )
+
+    def _sync_state(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[SyncState | None]:
+        if self.sync_state_path is None:
+            return contextlib.nullcontext()
+        from airflow_provider_kumulos._checks import check_path
+        from airflow_provider_kumulos.operators._sync import open_state
+
+        return open_state(
+            check_path("sync_state_path", self.sync_state_path),
+            hook.config.api_key,
+            full_refresh=self.full_refresh,
+            save=not self.is_dry_run,
+        )
+
+    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+        """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
+        if not self.remove_absent:
+            return None
+        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
+
+        merge = self.merge
+        managed = frozenset(state.keys)
+
+        def remove(job: Job) -> str:
+            try:
+                if merge:
+                    current = hook.get_attributes(job.identifier)
+                    rest = {key: value for key, value in current.items() if key not in managed}
+                    if len(rest) == len(current):
+                        return SUCCEEDED  # nothing of ours left: no write
+                    if rest:
+                        hook.set_attributes(job.identifier, rest)
+                        return SUCCEEDED
+                hook.delete_attributes(job.identifier)
+            except KumulosUserNotFoundError:
+                return MISSING
+            return SUCCEEDED
+
+        return remove
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
