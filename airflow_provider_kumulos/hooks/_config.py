@@ -18,16 +18,6 @@ from airflow_provider_kumulos.hooks._retry import RetrySettings
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
-#: Connection extras (and hook arguments of the same name) that tune the client.
-SETTING_NAMES = (
-    "timeout",
-    "connect_timeout",
-    "max_retries",
-    "backoff_base",
-    "backoff_max",
-    "max_retry_after",
-    "verify",
-)
 
 
 class ConnectionLike(Protocol):
