@@ -308,6 +308,40 @@ def tls_error(request: Request, base_url: str, detail: str) -> KumulosConfigErro
     )
 
 
+def transport_failure(
+    request: Request,
+    error: BaseException,
+    *,
+    base_url: str,
+    connect_timeout: float,
+    read_timeout: float,
+    timed_out: bool,
+) -> tuple[str, KumulosError]:
+    """The outcome label (for request counts) and typed error of a request that got no HTTP answer.
+
+    Every client (requests in the hook, httpx in the async hook) hands its exception here, saying
+    only whether its library called it a timeout; a TLS failure is found in the error's causes.
+    """
+    detail = type(error).__name__
+    if timed_out:
+        return "timeout", timeout_error(request, connect_timeout, read_timeout, detail)
+    if _tls_cause(error) is not None:
+        return "tls_error", tls_error(request, base_url, detail)
+    return "connection_error", transport_error(request, f"connection to {base_url} failed: {detail}")
+
+
+def _tls_cause(error: BaseException) -> BaseException | None:
+    """The TLS failure (certificate, handshake) somewhere in the error's cause chain, if any."""
+    import ssl
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent/garbled."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
@@ -591,5 +625,6 @@ __all__ = [
     "timeout_error",
     "tls_error",
     "transport_error",
+    "transport_failure",
     "users_page_request",
 ]
