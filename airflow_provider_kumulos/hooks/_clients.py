@@ -27,8 +27,8 @@ from airflow_provider_kumulos.hooks._gate import RequestGate
 if TYPE_CHECKING:
     import httpx
 
-#: Connections one shared client keeps open to its Kumulos host; further requests queue for one.
-POOL_SIZE = 32
+#: Connections one shared client keeps open to its Kumulos host, and requests it has in flight.
+POOL_SIZE = 8
 
 _SALT = os.urandom(16)
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedClient]] = (
@@ -38,11 +38,17 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedC
 
 @dataclass(eq=False)
 class SharedClient:
-    """One connection's client (built in a thread), its request gate, and how many users hold it."""
+    """One connection's client (built in a thread), its request gate, and how many users hold it.
+
+    ``slots`` admits :data:`POOL_SIZE` requests at a time: the rest wait on the semaphore, in
+    constant time, rather than in httpcore's pool, whose bookkeeping walks every queued request
+    whenever one finishes (quadratic for a thousand waiting triggers).
+    """
 
     key: str
     ready: asyncio.Future[httpx.AsyncClient]
     gate: RequestGate = field(default_factory=RequestGate)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(POOL_SIZE))
     users: int = 0
 
     @property

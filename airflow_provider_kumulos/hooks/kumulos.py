@@ -41,7 +41,6 @@ from airflow_provider_kumulos.hooks._paging import MAX_AHEAD, walk_pages
 from airflow_provider_kumulos.hooks._retry import RetryNote, retry_kwargs
 
 if TYPE_CHECKING:
-    import httpx
     import requests
     from tenacity import RetryCallState
 
@@ -455,9 +454,16 @@ class KumulosCRMAsyncHook(_KumulosHookBase):
         if shared is not None:
             await _clients.release(shared)
 
-    async def get_attributes(self, user_id: str) -> dict[str, Any]:
-        """The user's attribute object (``{}`` if none); ``KumulosUserNotFoundError`` if no such user."""
-        result: dict[str, Any] = await self._call(_policy.get_attributes_request(user_id))
+    async def find_attributes(self, user_id: str) -> dict[str, Any] | None:
+        """The user's attribute object (``{}`` if none), or None if Kumulos does not know the user.
+
+        A missing user is an answer here, not an exception: a waiting trigger meets it at every
+        check, and an exception through the retry loop leaves reference cycles for the garbage
+        collector, whose full passes stall the triggerer's event loop.
+        """
+        result: dict[str, Any] | None = await self._call(
+            _policy.get_attributes_request(user_id), _attributes_or_none
+        )
         return result
 
     async def _call(
@@ -472,33 +478,43 @@ class KumulosCRMAsyncHook(_KumulosHookBase):
         import tenacity
 
         config = await self.get_config()
-        client = await self._client(config)
+        shared = await self._acquire(config)
         async for attempt in tenacity.AsyncRetrying(**retry_kwargs(config.retry, self._before_sleep)):
             with attempt:
-                response = await self._send_once(client, config, request)
+                response = await self._send_once(shared, config, request)
                 if len(response.body) > LARGE_BODY:
                     return await asyncio.to_thread(interpret, request, response)
                 return interpret(request, response)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
-    async def _client(self, config: ClientConfig) -> httpx.AsyncClient:
+    async def _acquire(self, config: ClientConfig) -> _clients.SharedClient:
         if self._shared is None:
             self._shared = await _clients.acquire(config)
             self.gate = self._shared.gate
-        return self._shared.client
+        return self._shared
 
     async def _send_once(
-        self, client: httpx.AsyncClient, config: ClientConfig, request: _policy.Request
+        self, shared: _clients.SharedClient, config: ClientConfig, request: _policy.Request
     ) -> _policy.Response:
-        """One HTTP exchange, after the connection's gate lets it through; counted like the sync hook's."""
+        """One HTTP exchange, once the connection's gate and a pool slot let it through; counted like the sync hook's."""
         import httpx
 
-        await self.gate.wait_async()
         try:
-            response = await client.request(
-                request.method, _policy.request_target(request), content=request.body
-            )
+            async with shared.slots:
+                await self.gate.wait_async()
+                response = await shared.client.request(
+                    request.method, _policy.request_target(request), content=request.body
+                )
         except (httpx.HTTPError, OSError) as exc:
             raise self._failed(request, config, exc, isinstance(exc, httpx.TimeoutException)) from None
         self.stats.record(request.operation, response.status_code)
         return _policy.Response(response.status_code, response.content, response.headers)
+
+
+def _attributes_or_none(request: _policy.Request, response: _policy.Response) -> dict[str, Any] | None:
+    """:func:`_policy.interpret` of a ``GET`` of attributes, with None for a user Kumulos does not know."""
+    try:
+        result: dict[str, Any] = _policy.interpret(request, response)
+    except KumulosUserNotFoundError:
+        return None
+    return result

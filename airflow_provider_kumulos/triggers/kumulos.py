@@ -17,7 +17,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kumulos import _policy
-from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.exceptions import KumulosError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMAsyncHook
 
 #: ``status`` values of the single event the trigger fires.
@@ -87,8 +87,9 @@ class KumulosUserTrigger(BaseTrigger):
         _policy.check_user_id(self.user_id)
         expected = _policy.check_attributes_match(self.attributes_match)
         loop = asyncio.get_running_loop()
-        next_check = loop.time() + random.uniform(0, min(MAX_FIRST_DELAY, self.poke_interval / 10))
         async with KumulosCRMAsyncHook(self.kumulos_conn_id) as hook:
+            await hook.get_config()  # triggers starting together share one connection lookup
+            next_check = loop.time() + random.uniform(0, min(MAX_FIRST_DELAY, self.poke_interval / 10))
             while True:
                 remaining = None if self.end_time is None else self.end_time - time.time()
                 delay = next_check - loop.time()
@@ -108,12 +109,11 @@ class KumulosUserTrigger(BaseTrigger):
     async def _attributes_or_none(self, hook: KumulosCRMAsyncHook) -> dict[str, Any] | None:
         """The user's attributes, or None while waiting should go on (missing user, transient failure)."""
         try:
-            return await hook.get_attributes(self.user_id)
+            return await hook.find_attributes(self.user_id)
         except KumulosError as exc:
             if not _policy.keeps_waiting(exc):
                 raise
-            if not isinstance(exc, KumulosUserNotFoundError):
-                self.log.warning("Kumulos still failing after retries, will check again: %s", exc)
+            self.log.warning("Kumulos still failing after retries, will check again: %s", exc)
         return None
 
 

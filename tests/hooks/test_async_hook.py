@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosUserNotFoundError
+from airflow_provider_kumulos.exceptions import KumulosAuthError
 from airflow_provider_kumulos.hooks import _clients
 from airflow_provider_kumulos.hooks._config import ClientConfig
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMAsyncHook
@@ -47,18 +47,17 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def test_gets_attributes_and_maps_a_missing_user(
+def test_finds_attributes_and_none_for_a_missing_user(
     define: Callable[..., str], kumulos_emulator: KumulosEmulator
 ) -> None:
     user_id = kumulos_emulator.user_ids()[0]
 
-    async def scenario() -> dict[str, Any]:
+    async def scenario() -> tuple[Any, Any]:
         async with KumulosCRMAsyncHook(define()) as hook:
-            with pytest.raises(KumulosUserNotFoundError):
-                await hook.get_attributes("nobody")
-            return await hook.get_attributes(user_id)
+            return await hook.find_attributes("nobody"), await hook.find_attributes(user_id)
 
-    assert asyncio.run(scenario()) == kumulos_emulator.get_attributes(user_id)
+    assert asyncio.run(scenario()) == (None, kumulos_emulator.get_attributes(user_id))
+    assert [r.status for r in kumulos_emulator.requests] == [404, 200]
 
 
 def test_hooks_on_the_same_settings_share_one_client_built_off_the_event_loop(
@@ -69,7 +68,7 @@ def test_hooks_on_the_same_settings_share_one_client_built_off_the_event_loop(
 
     async def scenario() -> int:
         hooks = [KumulosCRMAsyncHook(conn_id) for _ in user_ids]
-        await asyncio.gather(*(hook.get_attributes(uid) for hook, uid in zip(hooks, user_ids, strict=True)))
+        await asyncio.gather(*(hook.find_attributes(uid) for hook, uid in zip(hooks, user_ids, strict=True)))
         clients = {id(hook._shared) for hook in hooks}
         await asyncio.gather(*(hook.close() for hook in hooks))
         return len(clients)
@@ -88,16 +87,16 @@ def test_another_connection_or_a_rotated_key_never_shares_a_client(
 
     async def scenario() -> None:
         async with KumulosCRMAsyncHook(good) as first, KumulosCRMAsyncHook(bad) as other:
-            await first.get_attributes(user_id)
+            await first.find_attributes(user_id)
             with pytest.raises(KumulosAuthError):
-                await other.get_attributes(user_id)
+                await other.find_attributes(user_id)
             # The same connection id after its key was rotated: new settings, a client of its own.
             define("kumulos_good", password="rotated-and-wrong")
             async with KumulosCRMAsyncHook(good) as rotated:
                 with pytest.raises(KumulosAuthError):
-                    await rotated.get_attributes(user_id)
+                    await rotated.find_attributes(user_id)
                 assert rotated._shared is not first._shared
-            assert await first.get_attributes(user_id) is not None
+            assert await first.find_attributes(user_id) is not None
 
     asyncio.run(scenario())
     assert len(builds) == 3
@@ -112,17 +111,17 @@ def test_the_client_closes_when_its_last_hook_closes(
 
     async def scenario() -> None:
         first, second = KumulosCRMAsyncHook(conn_id), KumulosCRMAsyncHook(conn_id)
-        await first.get_attributes(user_id)
-        await second.get_attributes(user_id)
+        await first.find_attributes(user_id)
+        await second.find_attributes(user_id)
         assert first._shared is not None and second._shared is first._shared
         client = first._shared.client
         await first.close()
         assert not client.is_closed
-        await second.get_attributes(user_id)
+        await second.find_attributes(user_id)
         await second.close()
         assert client.is_closed
         async with KumulosCRMAsyncHook(conn_id) as later:
-            await later.get_attributes(user_id)
+            await later.find_attributes(user_id)
             assert later._shared is not None and later._shared.client is not client
 
     asyncio.run(scenario())
@@ -147,11 +146,11 @@ def test_a_429_pauses_every_hook_on_the_connection(
 
     async def scenario() -> None:
         async with KumulosCRMAsyncHook(conn_id) as first, KumulosCRMAsyncHook(conn_id) as second:
-            limited = asyncio.ensure_future(first.get_attributes(user_id))
+            limited = asyncio.ensure_future(first.find_attributes(user_id))
             while not kumulos_emulator.requests:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)  # the 429 has arrived and closed the gate for a second
-            await second.get_attributes(user_id)
+            await second.find_attributes(user_id)
             await limited
 
     asyncio.run(scenario())
