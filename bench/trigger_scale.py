@@ -1,7 +1,8 @@
 """Deferred sensors at scale: hundreds of KumulosUserTriggers waiting together on one event loop.
 
 For 300 and 1,000 triggers started together in one event loop, each waiting (``poke_interval`` 2 s,
-for 8 s) for a user that does not exist yet, against the emulator running as its own process, a
+5 polls due: 8 s from its first poll, which comes within its first interval) for a user that does
+not exist yet, against the emulator running as its own process, a
 fresh child process per run reports: memory per waiting trigger (its VmHWM over its resident memory
 before the start), the longest event-loop stall (a ticker task measures how late its 10 ms sleeps
 wake, as Airflow's triggerer watchdog does) and the longest garbage-collector pass within it,
@@ -150,8 +151,9 @@ def measure(
     env: dict[str, str], base_url: str, warm_user: str, triggers: int, seconds: float, poke: float
 ) -> dict[str, Any]:
     """One fresh child process running ``triggers`` waiting triggers; its figures and the polls made."""
-    # Polls are due at 0, poke, ... seconds; the first may wait up to a tenth of poke_interval.
-    window = seconds + poke / 10 + 0.05
+    # A trigger's first poll comes at a random moment of its first poke interval, so every trigger
+    # has 1 + seconds // poke polls due in a window one interval longer than ``seconds``.
+    window = seconds + poke
     command = [sys.executable, __file__, "--child", str(triggers), str(window), str(poke), warm_user]
     child = run_child(command, env=env, timeout=600)
     lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]

@@ -22,9 +22,6 @@ from airflow_provider_kumulos.hooks.kumulos import KumulosCRMAsyncHook
 
 #: ``status`` values of the single event the trigger fires.
 SUCCESS, TIMEOUT, ERROR = "success", "timeout", "error"
-#: The first check waits a random moment up to a tenth of ``poke_interval``, at most this many
-#: seconds, so that a burst of deferred sensors does not poll in lockstep.
-MAX_FIRST_DELAY = 1.0
 
 
 class KumulosUserTrigger(BaseTrigger):
@@ -38,7 +35,7 @@ class KumulosUserTrigger(BaseTrigger):
 
     :param user_id: the Kumulos user identifier to wait for.
     :param kumulos_conn_id: Airflow connection of type ``kumulos``.
-    :param poke_interval: seconds between checks.
+    :param poke_interval: seconds between checks; the first comes at a random moment within it.
     :param attributes_match: attribute values the user must also have (None: any).
     :param end_time: epoch seconds after which the trigger gives up with a timeout event.
     """
@@ -83,13 +80,19 @@ class KumulosUserTrigger(BaseTrigger):
         yield TriggerEvent(payload)
 
     async def _wait(self) -> dict[str, Any]:
-        """Check at ``poke_interval`` steps from a slightly jittered start until done or past ``end_time``."""
+        """Check every ``poke_interval`` seconds until done or past ``end_time``.
+
+        The first check comes at a random moment of the first interval (a deferring sensor has just
+        checked), so that sensors deferred together spread their checks evenly instead of polling
+        in lockstep: a burst of checks stalls the triggerer's event loop (in the garbage collector
+        too, which then finds hundreds of requests in flight) and meets rate limits together.
+        """
         _policy.check_user_id(self.user_id)
         expected = _policy.check_attributes_match(self.attributes_match)
         loop = asyncio.get_running_loop()
         async with KumulosCRMAsyncHook(self.kumulos_conn_id) as hook:
             await hook.get_config()  # triggers starting together share one connection lookup
-            next_check = loop.time() + random.uniform(0, min(MAX_FIRST_DELAY, self.poke_interval / 10))
+            next_check = loop.time() + random.uniform(0, self.poke_interval)
             while True:
                 remaining = None if self.end_time is None else self.end_time - time.time()
                 delay = next_check - loop.time()
