@@ -408,33 +408,12 @@ class KumulosCRMAsyncHook(_KumulosHookBase):
     Hooks on one event loop whose connection resolves to the same settings share one client (one
     TLS context, one connection pool) and one request gate, so a 429 pauses all of them for its
     ``Retry-After``. The client is built in a worker thread and closed when its last hook closes:
-    use the hook as ``async with``, or call :meth:`close`. Arguments as for :class:`KumulosCRMHook`.
+    use the hook as ``async with``, or call :meth:`close`. Arguments as for :class:`KumulosCRMHook`
+    (``pool_size`` and ``max_requests_per_second`` aside: the shared client has its own pool).
     """
 
-    def __init__(
-        self,
-        kumulos_conn_id: str = _KumulosHookBase.default_conn_name,
-        *,
-        timeout: float | None = None,
-        connect_timeout: float | None = None,
-        max_retries: int | None = None,
-        backoff_base: float | None = None,
-        backoff_max: float | None = None,
-        max_retry_after: float | None = None,
-        verify: bool | str | None = None,
-    ) -> None:
-        super().__init__(
-            kumulos_conn_id,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-            verify=verify,
-        )
-        self._config: ClientConfig | None = None
-        self._shared: _clients.SharedClient | None = None
+    _config: ClientConfig | None = None
+    _shared: _clients.SharedClient | None = None
 
     async def __aenter__(self) -> KumulosCRMAsyncHook:
         return self

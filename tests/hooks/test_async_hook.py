@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kumulos import _policy
 from airflow_provider_kumulos.exceptions import KumulosAuthError
 from airflow_provider_kumulos.hooks import _clients
 from airflow_provider_kumulos.hooks._config import ClientConfig
@@ -157,3 +158,29 @@ def test_a_429_pauses_every_hook_on_the_connection(
     first_429, *after = kumulos_emulator.requests
     assert first_429.status == 429 and [r.status for r in after] == [200, 200]
     assert min(r.timestamp for r in after) - first_429.timestamp >= 0.95
+
+
+def test_a_large_answer_is_decoded_in_a_worker_thread(
+    define: Callable[..., str], kumulos_emulator: KumulosEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attributes = {f"field_{n}": "x" * 100 for n in range(1000)}  # about 110 KB of JSON
+    kumulos_emulator.add_user("big", attributes)
+    decoded_in: list[int] = []
+    interpret = _policy.interpret
+
+    def spied(request: Any, response: Any) -> Any:
+        decoded_in.append(threading.get_ident())
+        return interpret(request, response)
+
+    monkeypatch.setattr(_policy, "interpret", spied)
+    conn_id = define()
+
+    async def scenario() -> tuple[Any, Any]:
+        async with KumulosCRMAsyncHook(conn_id) as hook:
+            return await hook.find_attributes("big"), await hook.find_attributes(
+                kumulos_emulator.user_ids()[0]
+            )
+
+    big, small = asyncio.run(scenario())
+    assert big == attributes and small is not None
+    assert decoded_in[0] != threading.get_ident() and decoded_in[1] == threading.get_ident()
