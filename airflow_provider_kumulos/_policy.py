@@ -2,8 +2,8 @@
 
 It builds requests (paths, percent-encoded user ids, query checks), validates input before anything
 is sent, turns a response into a result or a typed error, and decides whether an error is worth
-retrying and after how long. The sync hook (requests) and the async trigger (httpx) both call it,
-so they can never disagree about what a status means.
+retrying and after how long, and which typed error a failed exchange is. The sync hook (requests)
+and the async hook (httpx) both call it, so they can never disagree about what a status means.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn an Airflow connection (plus explicit overrides) into the settings every Kumulos client uses.
 
-The sync hook and the async trigger both resolve their connection here (the trigger through the
+The sync and the async hook both resolve their connection here (the async hook through the
 async connection getter), so a connection's host, credentials and extras mean exactly the same
 thing to both. Airflow is imported inside the functions to keep module import cheap.
 """
