@@ -2,8 +2,8 @@
 
 It builds requests (paths, percent-encoded user ids, query checks), validates input before anything
 is sent, turns a response into a result or a typed error, and decides whether an error is worth
-retrying and after how long. The sync hook (requests) and the async trigger (httpx) both call it,
-so they can never disagree about what a status means.
+retrying and after how long, and which typed error a failed exchange is. The sync hook (requests)
+and the async hook (httpx) both call it, so they can never disagree about what a status means.
 """
 
 from __future__ import annotations
@@ -381,6 +381,35 @@ def tls_error(request: Request, base_url: str, error: BaseException | str) -> Ku
     )
 
 
+def transport_failure(
+    request: Request,
+    error: BaseException,
+    *,
+    base_url: str,
+    connect_timeout: float,
+    read_timeout: float,
+    timed_out: bool,
+) -> tuple[str, KumulosError]:
+    """The outcome label (for request counts) and typed error of a request that got no HTTP answer.
+
+    Every client (requests in the hook, httpx in the async hook) hands its exception here, saying
+    only whether its library called it a timeout; a TLS failure is found in the error's causes.
+    """
+    detail = type(error).__name__
+    if timed_out:
+        return "timeout", timeout_error(request, connect_timeout, read_timeout, detail)
+    if _tls_cause(error) is not None:
+        return "tls_error", tls_error(request, base_url, error)
+    return "connection_error", transport_error(request, f"connection to {base_url} failed: {detail}")
+
+
+def _tls_cause(error: BaseException) -> BaseException | None:
+    """The TLS failure (certificate, handshake) among the errors ``error`` wraps, if any."""
+    import ssl
+
+    return next((link for link in _linked_errors(error) if isinstance(link, ssl.SSLError)), None)
+
+
 def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent/garbled."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
@@ -665,5 +694,6 @@ __all__ = [
     "timeout_error",
     "tls_error",
     "transport_error",
+    "transport_failure",
     "users_page_request",
 ]

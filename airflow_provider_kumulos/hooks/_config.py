@@ -1,13 +1,15 @@
 """Turn an Airflow connection (plus explicit overrides) into the settings every Kumulos client uses.
 
-The sync hook and the async trigger both resolve their connection here (the trigger through the
+The sync and the async hook both resolve their connection here (the async hook through the
 async connection getter), so a connection's host, credentials and extras mean exactly the same
 thing to both. Airflow is imported inside the functions to keep module import cheap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,16 +20,6 @@ from airflow_provider_kumulos.hooks._retry import RetrySettings
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
-#: Connection extras (and hook arguments of the same name) that tune the client.
-SETTING_NAMES = (
-    "timeout",
-    "connect_timeout",
-    "max_retries",
-    "backoff_base",
-    "backoff_max",
-    "max_retry_after",
-    "verify",
-)
 
 
 class ConnectionLike(Protocol):
@@ -37,6 +29,12 @@ class ConnectionLike(Protocol):
     port: int | None
     login: str | None
     password: str | None
+
+
+#: Connection lookups under way, per event loop and connection id.
+_lookups: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, asyncio.Task[tuple[ConnectionLike, dict[str, Any]]]]
+] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -183,6 +181,23 @@ def connection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfi
 async def aconnection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfig:
     """Fetch connection ``conn_id`` without blocking the event loop and resolve it (for triggers).
 
+    Callers on one event loop asking for the same connection while a lookup of it is under way
+    join that lookup, so a burst of triggers starting together costs one lookup, not hundreds on
+    the loop at once; a call after it finished looks again (a rotated key is seen).
+    """
+    loop = asyncio.get_running_loop()
+    lookups = _lookups.setdefault(loop, {})
+    lookup = lookups.get(conn_id)
+    if lookup is None:
+        lookup = lookups[conn_id] = loop.create_task(_aget_connection(conn_id))
+        lookup.add_done_callback(lambda _: lookups.pop(conn_id, None))
+    conn, extra = await asyncio.shield(lookup)
+    return resolve_client_config(conn_id, conn, extra, overrides)
+
+
+async def _aget_connection(conn_id: str) -> tuple[ConnectionLike, dict[str, Any]]:
+    """The connection and its extras, from the async getters where Airflow has them.
+
     From Airflow 3.3.2 (``Connection.aextra_dejson``) the async getters mask secrets asynchronously.
     Before that they mask with a blocking call to the supervisor, which fails on a busy event loop,
     so the synchronous lookup runs in a worker thread instead.
@@ -199,4 +214,4 @@ async def aconnection_config(conn_id: str, overrides: Mapping[str, Any]) -> Clie
     except _not_found_errors():
         raise _undefined(conn_id) from None
     extra = await conn.aextra_dejson() if native_async else await sync_to_async(lambda: conn.extra_dejson)()
-    return resolve_client_config(conn_id, conn, extra or {}, overrides)
+    return conn, extra or {}

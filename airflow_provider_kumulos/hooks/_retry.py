@@ -1,4 +1,4 @@
-"""Retry settings shared by the sync hook and the async trigger.
+"""Retry settings shared by the sync and the async hook.
 
 Both build their tenacity controller (``Retrying`` / ``AsyncRetrying``) from :func:`retry_kwargs`,
 so "what is retried" and "how long to wait" come from ``_policy`` in exactly one way.

@@ -1,13 +1,16 @@
-"""KumulosCRMHook: every HTTP call to the Kumulos CRM API goes through here.
+"""KumulosCRMHook and KumulosCRMAsyncHook: every HTTP call to the Kumulos CRM API goes through here.
 
-The hook owns the session (pooling, Basic auth, JSON headers, TLS), timeouts, retries (tenacity)
-and the mapping of failures to typed errors; the API's rules themselves live in ``_policy``.
-``requests`` and ``tenacity`` are imported on first use so that DAG files importing operators stay
-cheap to parse.
+The hooks own the clients (pooling, Basic auth, JSON headers, TLS), timeouts, retries (tenacity)
+and the counting of requests; the API's rules, and the mapping of failures to typed errors, live
+in ``_policy``. Both hooks resolve the same connection settings, retry with the same settings and
+log retries through one ``before_sleep``; only the transport differs (``requests`` for tasks,
+``httpx`` on the triggerer's event loop). ``requests``, ``httpx`` and ``tenacity`` are imported on
+first use so that DAG files importing operators stay cheap to parse.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
@@ -25,10 +28,12 @@ from airflow_provider_kumulos.exceptions import (
     KumulosError,
     KumulosUserNotFoundError,
 )
+from airflow_provider_kumulos.hooks import _clients
 from airflow_provider_kumulos.hooks._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     ClientConfig,
+    aconnection_config,
     connection_config,
 )
 from airflow_provider_kumulos.hooks._gate import RequestGate
@@ -43,11 +48,14 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "ClientConfig",
+    "KumulosCRMAsyncHook",
     "KumulosCRMHook",
     "RequestStats",
 ]
 
 log = logging.getLogger(__name__)
+#: Answers larger than this are decoded in a worker thread by the async hook, off the event loop.
+LARGE_BODY = 64 * 1024
 
 
 @dataclass
@@ -80,7 +88,75 @@ class RequestStats:
         return sum(self.requests.values())
 
 
-class KumulosCRMHook(BaseHook):
+class _KumulosHookBase(BaseHook):
+    """What the sync and the async hook share: connection, setting overrides, counts, retry logging."""
+
+    conn_name_attr = "kumulos_conn_id"
+    default_conn_name = "kumulos_default"
+    conn_type = "kumulos"
+    hook_name = "Kumulos CRM"
+    #: Every request passes it; a 429 closes it for the ``Retry-After`` time.
+    gate: RequestGate
+
+    def __init__(
+        self,
+        kumulos_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
+        max_retry_after: float | None = None,
+        verify: bool | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.kumulos_conn_id = kumulos_conn_id
+        self._overrides: dict[str, Any] = {
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "max_retries": max_retries,
+            "backoff_base": backoff_base,
+            "backoff_max": backoff_max,
+            "max_retry_after": max_retry_after,
+            "verify": verify,
+        }
+        self.stats = RequestStats()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kumulos_conn_id={self.kumulos_conn_id!r})"
+
+    def _failed(
+        self, request: _policy.Request, config: ClientConfig, error: BaseException, timed_out: bool
+    ) -> KumulosError:
+        """Count a request that got no HTTP answer and return its typed error (``_policy`` decides which)."""
+        outcome, failure = _policy.transport_failure(
+            request,
+            error,
+            base_url=config.base_url,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            timed_out=timed_out,
+        )
+        self.stats.record(request.operation, outcome)
+        return failure
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        """tenacity ``before_sleep`` of both hooks: pause the gate on a 429, count and log the retry."""
+        note = RetryNote.of(retry_state)
+        if note.rate_limited:
+            self.gate.hold(note.sleep)
+        self.stats.record_retry(note.operation, note.reason, note.sleep, note.rate_limited)
+        log.debug(
+            "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
+            note.operation,
+            note.attempt,
+            note.error_name,
+            note.sleep,
+        )
+
+
+class KumulosCRMHook(_KumulosHookBase):
     """Talk to the Kumulos CRM API (users, attributes) with pooled connections and safe retries.
 
     :param kumulos_conn_id: Airflow connection of type ``kumulos``: login = API key,
@@ -96,14 +172,9 @@ class KumulosCRMHook(BaseHook):
     :param max_requests_per_second: optional cap on the request rate of this hook.
     """
 
-    conn_name_attr = "kumulos_conn_id"
-    default_conn_name = "kumulos_default"
-    conn_type = "kumulos"
-    hook_name = "Kumulos CRM"
-
     def __init__(
         self,
-        kumulos_conn_id: str = default_conn_name,
+        kumulos_conn_id: str = _KumulosHookBase.default_conn_name,
         *,
         timeout: float | None = None,
         connect_timeout: float | None = None,
@@ -115,27 +186,22 @@ class KumulosCRMHook(BaseHook):
         pool_size: int = 10,
         max_requests_per_second: float | None = None,
     ) -> None:
-        super().__init__()
-        self.kumulos_conn_id = kumulos_conn_id
-        self._overrides: dict[str, Any] = {
-            "timeout": timeout,
-            "connect_timeout": connect_timeout,
-            "max_retries": max_retries,
-            "backoff_base": backoff_base,
-            "backoff_max": backoff_max,
-            "max_retry_after": max_retry_after,
-            "verify": verify,
-        }
+        super().__init__(
+            kumulos_conn_id,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+            verify=verify,
+        )
         self.pool_size = pool_size
         self.gate = RequestGate(max_requests_per_second)
-        self.stats = RequestStats()
         self._session: requests.Session | None = None
         self._environment: dict[str, Any] = {}
         self._template: requests.PreparedRequest | None = None
         self._session_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(kumulos_conn_id={self.kumulos_conn_id!r})"
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -220,34 +286,11 @@ class KumulosCRMHook(BaseHook):
             # on 1 MB user pages. The connection goes back to the pool once the body is read.
             body = response.raw.read(decode_content=True)
             response.raw.release_conn()
-        except requests.exceptions.SSLError as exc:
-            self.stats.record(request.operation, "tls_error")
-            raise _policy.tls_error(request, config.base_url, exc) from None
-        except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError) as exc:
-            self.stats.record(request.operation, "timeout")
-            raise _policy.timeout_error(
-                request, config.connect_timeout, config.read_timeout, type(exc).__name__
-            ) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            self.stats.record(request.operation, "connection_error")
-            raise _policy.transport_error(
-                request, f"connection to {config.base_url} failed: {type(exc).__name__}"
-            ) from None
+            timed_out = isinstance(exc, requests.exceptions.Timeout | urllib3.exceptions.ReadTimeoutError)
+            raise self._failed(request, config, exc, timed_out) from None
         self.stats.record(request.operation, response.status_code)
         return _policy.Response(response.status_code, body, response.headers)
-
-    def _before_sleep(self, retry_state: RetryCallState) -> None:
-        note = RetryNote.of(retry_state)
-        if note.rate_limited:
-            self.gate.hold(note.sleep)
-        self.stats.record_retry(note.operation, note.reason, note.sleep, note.rate_limited)
-        log.debug(
-            "Kumulos %s: attempt %d failed (%s); retrying in %.2fs",
-            note.operation,
-            note.attempt,
-            note.error_name,
-            note.sleep,
-        )
 
     def _call(
         self,
@@ -357,3 +400,100 @@ class KumulosCRMHook(BaseHook):
         except KumulosError as exc:
             return False, str(exc)
         return True, f"Connected to Kumulos: the app has {page.total_users} users."
+
+
+class KumulosCRMAsyncHook(_KumulosHookBase):
+    """The Kumulos CRM API from coroutines (triggers), with the settings and retries of :class:`KumulosCRMHook`.
+
+    Hooks on one event loop whose connection resolves to the same settings share one client (one
+    TLS context, one connection pool) and one request gate, so a 429 pauses all of them for its
+    ``Retry-After``. The client is built in a worker thread and closed when its last hook closes:
+    use the hook as ``async with``, or call :meth:`close`. Arguments as for :class:`KumulosCRMHook`
+    (``pool_size`` and ``max_requests_per_second`` aside: the shared client has its own pool).
+    """
+
+    _config: ClientConfig | None = None
+    _shared: _clients.SharedClient | None = None
+
+    async def __aenter__(self) -> KumulosCRMAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def get_config(self) -> ClientConfig:
+        """The resolved client settings, looked up without blocking the event loop (once per hook)."""
+        if self._config is None:
+            self._config = await aconnection_config(self.kumulos_conn_id, self._overrides)
+        return self._config
+
+    async def close(self) -> None:
+        """Let go of the shared client; the last hook using it closes its connections."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await _clients.release(shared)
+
+    async def find_attributes(self, user_id: str) -> dict[str, Any] | None:
+        """The user's attribute object (``{}`` if none), or None if Kumulos does not know the user.
+
+        A missing user is an answer here, not an exception: a waiting trigger meets it at every
+        check, and an exception through the retry loop leaves reference cycles for the garbage
+        collector, whose full passes stall the triggerer's event loop.
+        """
+        result: dict[str, Any] | None = await self._call(
+            _policy.get_attributes_request(user_id), _attributes_or_none
+        )
+        return result
+
+    async def _call(
+        self,
+        request: _policy.Request,
+        interpret: Callable[[_policy.Request, _policy.Response], Any] = _policy.interpret,
+    ) -> Any:
+        """Send ``request`` with the sync hook's retry settings; ``interpret`` as there.
+
+        Large answers are decoded in a worker thread so that the event loop keeps running.
+        """
+        import tenacity
+
+        config = await self.get_config()
+        shared = await self._acquire(config)
+        async for attempt in tenacity.AsyncRetrying(**retry_kwargs(config.retry, self._before_sleep)):
+            with attempt:
+                response = await self._send_once(shared, config, request)
+                if len(response.body) > LARGE_BODY:
+                    return await asyncio.to_thread(interpret, request, response)
+                return interpret(request, response)
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def _acquire(self, config: ClientConfig) -> _clients.SharedClient:
+        if self._shared is None:
+            self._shared = await _clients.acquire(config)
+            self.gate = self._shared.gate
+        return self._shared
+
+    async def _send_once(
+        self, shared: _clients.SharedClient, config: ClientConfig, request: _policy.Request
+    ) -> _policy.Response:
+        """One HTTP exchange, once the connection's gate and a pool slot let it through; counted like the sync hook's."""
+        import httpx
+
+        try:
+            async with shared.slots:
+                await self.gate.wait_async()
+                response = await shared.client.request(
+                    request.method, _policy.request_target(request), content=request.body
+                )
+        except (httpx.HTTPError, OSError) as exc:
+            raise self._failed(request, config, exc, isinstance(exc, httpx.TimeoutException)) from None
+        self.stats.record(request.operation, response.status_code)
+        return _policy.Response(response.status_code, response.content, response.headers)
+
+
+def _attributes_or_none(request: _policy.Request, response: _policy.Response) -> dict[str, Any] | None:
+    """:func:`_policy.interpret` of a ``GET`` of attributes, with None for a user Kumulos does not know."""
+    try:
+        result: dict[str, Any] = _policy.interpret(request, response)
+    except KumulosUserNotFoundError:
+        return None
+    return result

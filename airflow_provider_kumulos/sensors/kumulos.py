@@ -35,14 +35,14 @@ class KumulosUserSensor(BaseSensorOperator):
     bad credentials (401), a 422, invalid arguments and a broken connection fail the task at once.
 
     :param user_id: the user identifier (templated).
-    :param kumulos_conn_id: Airflow connection of type ``kumulos``.
+    :param kumulos_conn_id: Airflow connection of type ``kumulos`` (templated).
     :param attributes_match: attribute values that must all be present and equal (templated);
         None waits for the user only.
     :param deferrable: wait in the triggerer instead of a worker slot (default: the
         ``[operators] default_deferrable`` setting).
     """
 
-    template_fields: Sequence[str] = ("user_id", "attributes_match")
+    template_fields: Sequence[str] = ("user_id", "kumulos_conn_id", "attributes_match")
     ui_color = "#d9ecf2"
 
     def __init__(

@@ -180,7 +180,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # idle keep-alive threads must not block stop()
-    request_queue_size = 128
+    #: Connections the kernel completes before the accept loop takes them (capped by somaxconn):
+    #: a thousand clients starting at once are queued, not refused or left retrying their SYN.
+    request_queue_size = 4096
     allow_reuse_address = True
 
     def __init__(self, host: str, port: int, app: App, ssl_context: ssl.SSLContext | None = None) -> None:

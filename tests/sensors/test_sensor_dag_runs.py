@@ -69,9 +69,9 @@ def test_poke_mode_with_templated_fields(
         failures,
         [
             "task_id='wait', user_id='{{ params.uid }}', attributes_match={'tier': '{{ params.tier }}'}, "
-            "poke_interval=0.2, timeout=60"
+            "kumulos_conn_id='{{ params.conn }}', poke_interval=0.2, timeout=60"
         ],
-        params={"uid": "templated-user", "tier": "gold"},
+        params={"uid": "templated-user", "tier": "gold", "conn": "kumulos_default"},
     )
     run = dag_runner.run(source, "kumulos_sensor_poke")
     assert dag_runner.states(run) == {"wait": "success"}

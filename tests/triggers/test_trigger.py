@@ -265,3 +265,67 @@ def test_serialize_round_trips_without_credentials(
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def run_together(triggers: list[KumulosUserTrigger]) -> list[dict[str, Any]]:
+    """Run the triggers side by side on one event loop (as a triggerer does); their events in order."""
+
+    async def all_events() -> list[dict[str, Any]]:
+        events = await asyncio.gather(*(anext(trigger.run()) for trigger in triggers))
+        return [event.payload for event in events]
+
+    return asyncio.run(all_events())
+
+
+def test_triggers_on_one_connection_share_one_client_closed_by_the_last(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kumulos.hooks import _clients
+
+    built: list[Any] = []
+    build = _clients._new_client
+
+    def counted(config: Any) -> Any:
+        built.append(build(config))
+        return built[-1]
+
+    monkeypatch.setattr(_clients, "_new_client", counted)
+    user_ids = kumulos_emulator.user_ids()[:5]
+    conn_id = connection()
+    triggers = [KumulosUserTrigger(uid, conn_id, poke_interval=0.1) for uid in user_ids]
+    triggers.append(KumulosUserTrigger("ghost", conn_id, poke_interval=0.1, end_time=time.time() + 1))
+    payloads = run_together(triggers)
+    assert [p["status"] for p in payloads] == ["success"] * 5 + ["timeout"]
+    (client,) = built
+    assert client.is_closed
+
+
+def test_a_429_pauses_every_trigger_on_the_connection_for_its_retry_after(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    conn_id = connection()
+    retry_after = 2.0
+    deadline = time.time() + 5
+    triggers = [
+        KumulosUserTrigger(f"not-yet-{n}", conn_id, poke_interval=0.1, end_time=deadline) for n in range(20)
+    ]
+
+    def rate_limit_once_they_poll() -> None:
+        while len(kumulos_emulator.requests) < 40:
+            time.sleep(0.01)
+        kumulos_emulator.script_faults([Fault.rate_limited(int(retry_after))])
+
+    limiter = threading.Thread(target=rate_limit_once_they_poll, daemon=True)
+    limiter.start()
+    payloads = run_together(triggers)
+    limiter.join()
+    assert {p["status"] for p in payloads} == {"timeout"}
+    requests = kumulos_emulator.requests
+    (limited,) = [r for r in requests if r.status == 429]
+    # Requests already on their way when the 429 was sent may land just after it; none may follow.
+    during = [
+        r for r in requests if limited.timestamp + 0.3 <= r.timestamp < limited.timestamp + retry_after - 0.05
+    ]
+    assert during == []
+    after = [r for r in requests if r.timestamp >= limited.timestamp + retry_after - 0.05]
+    assert len({r.identifier for r in after}) == len(triggers)  # every trigger polled again afterwards
