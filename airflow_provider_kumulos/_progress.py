@@ -83,6 +83,7 @@ class ProgressLogger:
         self._last_line = self.started
         self.done = resumed
         self.failed = 0
+        self.unchanged: int | None = None
         self.lines = 0
         self._lock = threading.Lock()
 
@@ -91,9 +92,11 @@ class ProgressLogger:
         """Seconds since this logger was created."""
         return self._clock() - self.started
 
-    def update(self, done: int, *, failed: int = 0, total: int | None = None) -> None:
-        """Record progress; log a line if ``interval`` has passed since the last one."""
-        self.done, self.failed = done, failed
+    def update(
+        self, done: int, *, failed: int = 0, total: int | None = None, unchanged: int | None = None
+    ) -> None:
+        """Record progress (``unchanged``: records a sync state skipped); log a line if one is due."""
+        self.done, self.failed, self.unchanged = done, failed, unchanged
         if total is not None:
             self.total = total
         self._log_if_due()
@@ -147,6 +150,8 @@ class ProgressLogger:
         parts = [head]
         if self.counts_failures or self.failed:
             parts.append(f"failed {self.failed:,}")
+        if self.unchanged is not None:
+            parts.append(f"unchanged {self.unchanged:,}")
         parts.append(f"{rate:,.0f}/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_format_duration((self.total - self.done) / rate)}")

@@ -1,4 +1,4 @@
-"""Peak memory of a bulk write streaming its source_path: 1,000,000 lines against 100,000 (goal: flat, within ~10%).
+"""Peak memory of a bulk write streaming its source: 1,000,000 lines against 100,000 (goal: flat, within ~10%).
 
 Each size runs SetAttributesOperator in a fresh child process with ``dry_run=True`` (every line is read,
 parsed, validated and counted for duplicates, nothing is sent), and the child reports its own peak
@@ -7,6 +7,7 @@ process with no added latency (sizes 10x smaller, since every record is a reques
 
     python bench/bulk_source_memory.py            # JSONL, 100,000 and 1,000,000 lines
     python bench/bulk_source_memory.py --format csv
+    python bench/bulk_source_memory.py --format sql  # rows of a SQLite table, through sql + sql_conn_id
     python bench/bulk_source_memory.py --wet      # 10,000 and 100,000 real writes
     python bench/bulk_source_memory.py --smoke    # 2,000 and 20,000 lines
 """
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -29,7 +31,16 @@ FLAT_GOAL = 1.10
 
 
 def write_source(path: Path, lines: int, fmt: str) -> None:
-    """``lines`` distinct users with a few attributes each, as JSONL or CSV."""
+    """``lines`` distinct users with a few attributes each, as JSONL, CSV or a SQLite table."""
+    if fmt == "sql":
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("CREATE TABLE users (identifier TEXT, plan TEXT, visits INTEGER, score REAL)")
+            db.executemany(
+                "INSERT INTO users VALUES (?, ?, ?, ?)",
+                ((f"user-{i:08d}", f"plan-{i % 7}", i % 1000, round(i / 7, 3)) for i in range(lines)),
+            )
+            db.commit()
+        return
     with path.open("w", encoding="utf-8", newline="") as out:
         if fmt == "csv":
             out.write("identifier,plan,visits,score\n")
@@ -48,14 +59,14 @@ def child(source: str, wet: bool) -> None:
     """Run the operator on ``source`` and print what it did plus this process's peak RSS, as JSON."""
     from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 
-    types = {"visits": "int", "score": "float"} if source.endswith(".csv") else None
+    if source.endswith(".sql"):
+        os.environ["AIRFLOW_CONN_BENCH_WAREHOUSE"] = json.dumps({"conn_type": "sqlite", "host": source})
+        where: dict[str, Any] = {"sql": "SELECT * FROM users", "sql_conn_id": "bench_warehouse"}
+    else:
+        types = {"visits": "int", "score": "float"} if source.endswith(".csv") else None
+        where = {"source_path": source, "attribute_types": types}
     operator: Any = SetAttributesOperator(
-        task_id="memory",
-        kumulos_conn_id="kumulos_bench",
-        source_path=source,
-        attribute_types=types,
-        dry_run=not wet,
-        max_concurrency=16,
+        task_id="memory", kumulos_conn_id="kumulos_bench", dry_run=not wet, max_concurrency=16, **where
     )
     began = time.perf_counter()
     summary = operator.execute({})
@@ -74,7 +85,7 @@ def measure(source: Path, wet: bool, env: dict[str, str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = bench_parser(__doc__ or "")
-    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    parser.add_argument("--format", choices=("jsonl", "csv", "sql"), default="jsonl")
     parser.add_argument("--wet", action="store_true", help="send every record to an emulator (no latency)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,7 +124,8 @@ def main() -> None:
             )
     ratio = figures[large]["vmhwm_kib"] / figures[small]["vmhwm_kib"]
     mode = "wet: every record sent to the emulator" if args.wet else "dry_run=True: read, parsed, validated"
-    print(f"\n{args.format.upper()} source_path, {mode}")
+    source_kind = "sql (SQLite)" if args.format == "sql" else f"{args.format.upper()} source_path"
+    print(f"\n{source_kind}, {mode}")
     print_table(["lines", "peak RSS MiB", "seconds", "records", "valid", "requests"], rows)
     verdict = "met" if ratio <= FLAT_GOAL else "NOT met"
     print(f"peak RSS {large:,} / {small:,} lines: {ratio:.3f}x (goal <= {FLAT_GOAL}x: {verdict})")

@@ -1,11 +1,13 @@
-"""Demo: the ``kumulos_segment_refresh`` example DAG end to end against a 10,000-user Kumulos emulator.
+"""Demo: the ``kumulos_segment_refresh`` example DAG run twice against a 10,000-user Kumulos emulator.
 
 Everything lives under ``.demo/`` and is wiped at the start, so the demo can run any number of
-times: a SQLite AIRFLOW_HOME (``airflow db migrate``), the emulator as its own process on loopback,
-then ``airflow dags test kumulos_segment_refresh`` with the dags folder pointing at ``example_dags/``
-and the outputs written to ``.demo/output/``. The connection and the output Variable come from the
-environment, as in a deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets a
-short summary read back from the run's XCom and from the emulator. Run it with ``make demo``.
+times: a SQLite AIRFLOW_HOME (``airflow db migrate``), a SQLite warehouse file, the emulator as its
+own process on loopback, then ``airflow dags test kumulos_segment_refresh`` with the dags folder
+pointing at ``example_dags/`` and the outputs (and the sync state) written to ``.demo/output/``.
+The first run sends every user; then a few users change in Kumulos, and the second run sends only
+those and clears the users who left. The connections and the output Variable come from the
+environment, as in a deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets
+what each run sent, read back from the run's XCom and from the emulator. Run it with ``make demo``.
 """
 
 from __future__ import annotations
@@ -73,10 +75,40 @@ def read_run() -> tuple[str, dict[str, str], dict[str, Any] | None]:
         return str(run.state), states, report
 
 
-def admin(base_url: str, route: str) -> Any:
-    """GET one route of the emulator's ``/_emulator/`` admin API."""
-    with urllib.request.urlopen(f"{base_url}/_emulator/{route}", timeout=10) as response:
-        return json.load(response)
+def admin(base_url: str, route: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
+    """Call one route of the emulator's ``/_emulator/`` admin API; the JSON answer, if any."""
+    request = urllib.request.Request(
+        f"{base_url}/_emulator/{route}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def change_a_few_users(base_url: str) -> str:
+    """Between the runs: 3 users become active on the web, 2 join, 2 leave. Returns what was done."""
+    identifiers = admin(base_url, "users")["identifiers"]
+    now = f"{LOGICAL_DATE}T00:00:00+00:00"
+    for identifier in identifiers[:3]:
+        user = admin(base_url, f"users/{identifier}")
+        admin(base_url, f"users/{identifier}", "DELETE")
+        web = [{"id": f"web-{identifier}", "os": "Web", "lastActive": now}]
+        admin(
+            base_url,
+            "users",
+            "POST",
+            {"identifier": identifier, "attributes": user["attributes"], "lastActive": now, "installs": web},
+        )
+    for number in (1, 2):
+        admin(
+            base_url, "users", "POST", {"identifier": f"joined-{number}", "lastActive": now, "installs": []}
+        )
+    for identifier in identifiers[-2:]:
+        admin(base_url, f"users/{identifier}", "DELETE")
+    return "3 users now active on the web, 2 new users, 2 users deleted"
 
 
 def shown(url: str) -> str:
@@ -85,67 +117,89 @@ def shown(url: str) -> str:
     return str(path.relative_to(ROOT)) if url.startswith("file://") and path.is_relative_to(ROOT) else url
 
 
-def print_summary(report: dict[str, Any], base_url: str, seconds: dict[str, float]) -> None:
-    """What a person wants to know after the run, in a dozen lines."""
-    export_path = Path(report["export_path"].removeprefix("file://"))
-    size = f" ({export_path.stat().st_size / 1e6:.1f} MB)" if export_path.exists() else ""
+def request_counts(base_url: str) -> dict[str, int]:
+    """The emulator's answers so far, per method and status (``GET 200``...)."""
+    return dict(admin(base_url, "stats")["requests"])
+
+
+def answered_since(base_url: str, before: dict[str, int]) -> str:
+    """The answers since ``before``, e.g. ``GET 200 x3, PUT 200 x3``."""
+    now = request_counts(base_url)
+    counts = {name: count - before.get(name, 0) for name, count in sorted(now.items())}
+    return ", ".join(f"{name} x{count:,}" for name, count in counts.items() if count) or "none"
+
+
+def print_run(title: str, report: dict[str, Any], answered: str, seconds: float) -> None:
+    """What one run did, in a few lines."""
     platforms = ", ".join(f"{name} {count:,}" for name, count in report["primary_platform"].items())
-    sample_id = admin(base_url, "users")["identifiers"][0]
-    sample = admin(base_url, f"users/{sample_id}")["attributes"]
-    segment = {key: sample.get(key) for key in ("inactive_30d", "primary_platform")}
-    stats = admin(base_url, "stats")
-    answered = ", ".join(f"{name} x{count:,}" for name, count in sorted(stats["requests"].items()))
     failures = f"{report['failures']:,}"
     if report["failures"]:
         failures += f" -> {shown(report['failures_path'])}"
-    as_of = report["as_of"][:10]
     rows = [
-        ("users exported", f"{report['users_exported']:,} -> {shown(report['export_path'])}{size}"),
-        ("inactive_30d", f"{report['inactive_30d']:,} users (not active in the 30 days to {as_of})"),
-        ("primary_platform", platforms),
-        ("segment file", f"{report['users_to_update']:,} users to update -> {shown(report['segment_path'])}"),
-        ("attributes set", f"{report['attributes_set']:,} users (merged into their existing attributes)"),
+        ("users exported", f"{report['users_exported']:,} -> {shown(report['export_path'])}"),
+        ("segments (SQL)", f"inactive_30d {report['inactive_30d']:,}; primary_platform {platforms}"),
+        (
+            "sent",
+            f"{report['sent']:,} users new or changed since the last sync (merged into their attributes)",
+        ),
+        ("unchanged", f"{report['unchanged']:,} users skipped without a request"),
+        ("removed", f"{report['removed']:,} users absent from the warehouse lost the segment keys"),
         ("failures", failures),
-        ("in Kumulos now", f"{sample_id}: {segment}, plus {len(sample) - len(segment)} attributes it had"),
-        ("requests answered", f"{answered} (emulator on {base_url})"),
-        ("time", ", ".join(f"{name} {value:.0f}s" for name, value in seconds.items())),
+        ("requests", f"{report['requests']:,} by the push; the emulator answered {answered} in all"),
+        ("time", f"DAG run {seconds:.0f}s"),
     ]
     width = max(len(name) for name, _ in rows)
-    print(f"\n{DAG_ID} finished: success\n")
+    print(f"\n{title}\n")
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
-    print(f"\nAirflow's logs: {shown('file://' + str(LOGS))}/")
+
+
+def run_once(env: dict[str, str], base_url: str, log_name: str) -> tuple[dict[str, Any], str, float]:
+    """``airflow dags test`` of the example; its report, the requests answered and the seconds it took."""
+    before = request_counts(base_url)
+    seconds = airflow(["dags", "test", DAG_ID, LOGICAL_DATE], env, log_name)
+    os.environ.update(env)
+    state, states, report = read_run()
+    if state != "success" or report is None:
+        raise RuntimeError(f"{DAG_ID} ended {state}: {states}; see {LOGS / log_name}")
+    return report, answered_since(base_url, before), seconds
 
 
 def main() -> int:
-    """Run the demo; exit status 1 when the DAG run did not succeed."""
+    """Run the demo; exit status 1 when a DAG run did not succeed."""
     began = time.perf_counter()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     LOGS.mkdir(parents=True)
     env = airflow_env(DEMO_DIR / "airflow-home")
+    warehouse = DEMO_DIR / "warehouse.db"
     env.update(
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "example_dags"),
         AIRFLOW_VAR_KUMULOS_OUTPUT_BASE=f"file://{DEMO_DIR / 'output'}",
+        AIRFLOW_CONN_KUMULOS_WAREHOUSE=json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
     )
-    seconds: dict[str, float] = {}
     try:
         print(f"Preparing Airflow in {shown('file://' + str(DEMO_DIR))}/ (SQLite, airflow db migrate)...")
-        seconds["db migrate"] = airflow(["db", "migrate"], env, "db-migrate.log")
+        migrate = airflow(["db", "migrate"], env, "db-migrate.log")
         print(f"Starting the Kumulos CRM emulator with {USERS:,} users on loopback...")
         with emulator_process(USERS, DEMO_DIR, env=env) as emulator:
+            base_url = emulator.base_url
             env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = emulator.connection_json()
-            print(f"Running {DAG_ID} for {LOGICAL_DATE} against {emulator.base_url} (airflow dags test)...")
-            seconds["DAG run"] = airflow(["dags", "test", DAG_ID, LOGICAL_DATE], env, "dags-test.log")
-            os.environ.update(env)
-            state, states, report = read_run()
-            if state != "success" or report is None:
-                raise RuntimeError(f"{DAG_ID} ended {state}: {states}; see {LOGS / 'dags-test.log'}")
-            seconds["total"] = time.perf_counter() - began
-            print_summary(report, emulator.base_url, seconds)
+            print(f"Run 1: {DAG_ID} for {LOGICAL_DATE} against {base_url} (airflow dags test)...")
+            print_run(
+                "Run 1 (no sync state yet: every user is sent)", *run_once(env, base_url, "dags-test-1.log")
+            )
+            changes = change_a_few_users(base_url)
+            print(f"\nIn Kumulos meanwhile: {changes}. Run 2, same DAG...")
+            print_run("Run 2 (only the changes are sent)", *run_once(env, base_url, "dags-test-2.log"))
     except RuntimeError as error:
         print(f"\nThe demo failed: {error}", file=sys.stderr)
         return 1
-    print("Emulator stopped.")
+    state_file = DEMO_DIR / "output" / "segments" / "sync_state.sqlite"
+    print(
+        f"\nSync state: {shown('file://' + str(state_file))} ({state_file.stat().st_size / 1e6:.1f} MB); "
+        f"warehouse: {shown('file://' + str(warehouse))}; Airflow's logs: {shown('file://' + str(LOGS))}/"
+    )
+    print(f"Total {time.perf_counter() - began:.0f}s (db migrate {migrate:.0f}s). Emulator stopped.")
     return 0
 
 

@@ -197,7 +197,10 @@ def _expected_segment(user: dict[str, Any]) -> dict[str, Any]:
     for install in user.get("installs") or []:
         by_os.setdefault(install["os"].lower(), []).append(install["lastActive"])
     ranked = sorted(by_os, key=lambda name: (len(by_os[name]), max(by_os[name])), reverse=True)
-    return {"inactive_30d": inactive, "primary_platform": ranked[0] if ranked else "unknown"}
+    return {
+        "activity": "inactive_30d" if inactive else "active",
+        "primary_platform": ranked[0] if ranked else "unknown",
+    }
 
 
 def _add_edge_case_users(emulator: Any) -> None:
@@ -224,8 +227,26 @@ def _add_edge_case_users(emulator: Any) -> None:
     )
 
 
+@pytest.fixture
+def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example's ``kumulos_warehouse`` connection: a fresh SQLite database file."""
+    path = tmp_path / "warehouse.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KUMULOS_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)})
+    )
+    return path
+
+
+def _methods(emulator: Any) -> dict[str, list[str]]:
+    """Identifiers per request method, sorted."""
+    seen: dict[str, list[str]] = {}
+    for entry in emulator.requests:
+        seen.setdefault(entry.method, []).append(entry.identifier or "")
+    return {method: sorted(identifiers) for method, identifiers in seen.items()}
+
+
 def test_segment_refresh_sets_the_computed_segments_and_keeps_other_attributes(
-    dag_runner: Any, kumulos_connection: Any, local_output: Path
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:
     emulator = kumulos_connection
     _add_edge_case_users(emulator)
@@ -240,61 +261,74 @@ def test_segment_refresh_sets_the_computed_segments_and_keeps_other_attributes(
     assert emulator.get_attributes("tie-newest-ios")["primary_platform"] == "ios"
     assert emulator.get_attributes("no-installs") == {
         "plan": "free",
-        "inactive_30d": True,
+        "activity": "inactive_30d",
         "primary_platform": "unknown",
     }
     assert emulator.get_attributes("two-android-one-ios")["primary_platform"] == "android"
-    assert emulator.get_attributes("two-android-one-ios")["inactive_30d"] is False
+    assert emulator.get_attributes("two-android-one-ios")["activity"] == "active"
 
     segments = [_expected_segment(user) for user in before.values()]
     report = dag_runner.xcom(dag_run, "report")
-    folder = local_output / "segments" / "ds=2026-11-01"
+    base = local_output / "segments"
+    folder = base / "ds=2026-11-01"
     assert report == {
         "users_exported": 53,
         "export_path": f"file://{folder}/users.jsonl",
-        "segment_path": f"file://{folder}/segments.jsonl",
         "as_of": AS_OF.isoformat(),
-        "inactive_30d": sum(segment["inactive_30d"] for segment in segments),
+        "inactive_30d": sum(segment["activity"] == "inactive_30d" for segment in segments),
         "primary_platform": dict(sorted(Counter(s["primary_platform"] for s in segments).items())),
-        "users_to_update": 53,
-        "users_unchanged": 0,
-        "attributes_set": 53,
+        "sent": 53,
+        "unchanged": 0,
+        "removed": 0,
         "failures": 0,
         "failures_path": f"file://{folder}/failures.jsonl",
+        "requests": 106,  # merge: one read and one write per user
     }
-    assert sorted(path.name for path in folder.iterdir()) == [
-        "failures.jsonl",
-        "segments.jsonl",
-        "users.jsonl",
-    ]
-    written = _jsonl((folder / "segments.jsonl").read_text())
-    assert {line["identifier"]: line["attributes"] for line in written} == {
-        identifier: _expected_segment(user) for identifier, user in before.items()
-    }
+    assert sorted(path.name for path in folder.iterdir()) == ["failures.jsonl", "users.jsonl"]
+    assert sorted(path.name for path in base.iterdir()) == ["ds=2026-11-01", "sync_state.sqlite"]
     assert (folder / "failures.jsonl").read_text() == ""
 
 
-def test_segment_refresh_rerun_sends_only_changes(
-    dag_runner: Any, kumulos_connection: Any, local_output: Path
+def test_segment_refresh_rerun_sends_only_changes_and_clears_users_who_left(
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:
     emulator = kumulos_connection
     _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
-    changed = emulator.user_ids()[0]
-    emulator.set_attributes(changed, {"inactive_30d": "stale"})
+    changed, left = emulator.user_ids()[:2]
+    user = emulator.get_user(changed)
+    emulator.remove_user(changed)
+    emulator.add_user(
+        changed,
+        user["attributes"],
+        lastActive=AS_OF.isoformat(),
+        installs=[{"id": "w", "os": "Web", "lastActive": AS_OF.isoformat()}],
+    )
+    emulator.remove_user(left)
+    emulator.add_user("joined", None, lastActive=AS_OF.isoformat(), installs=[])
+    emulator.set_attributes(emulator.user_ids()[5], {"activity": "edited in Kumulos"})  # not detected
     emulator.clear_requests()
 
     dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
 
     report = dag_runner.xcom(dag_run, "report")
-    assert (report["users_exported"], report["users_to_update"], report["users_unchanged"]) == (50, 1, 49)
-    assert report["attributes_set"] == 1
-    puts = [entry.identifier for entry in emulator.requests if entry.method == "PUT"]
-    assert puts == [changed]
-    assert set(emulator.get_attributes(changed)) == {"inactive_30d", "primary_platform"}
+    assert (report["users_exported"], report["sent"], report["unchanged"], report["removed"]) == (
+        50,
+        2,
+        48,
+        1,
+    )
+    assert _methods(emulator)["PUT"] == sorted([changed, "joined"])
+    assert emulator.get_attributes(changed) == {
+        **(user["attributes"] or {}),
+        "activity": "active",
+        "primary_platform": "web",
+    }
+    assert emulator.get_attributes("joined") == {"activity": "active", "primary_platform": "unknown"}
+    assert emulator.get_attributes(emulator.user_ids()[5])["activity"] == "edited in Kumulos"
 
 
 def test_segment_refresh_tolerates_a_few_rejected_users_and_lists_them(
-    dag_runner: Any, kumulos_connection: Any, local_output: Path
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:
     emulator = kumulos_connection
     rejected = emulator.user_ids()[:2]
@@ -306,13 +340,20 @@ def test_segment_refresh_tolerates_a_few_rejected_users_and_lists_them(
 
     assert set(dag_runner.states(dag_run).values()) == {"success"}
     report = dag_runner.xcom(dag_run, "report")
-    assert (report["attributes_set"], report["failures"]) == (48, 2)
+    assert (report["sent"], report["failures"]) == (48, 2)
     failures = _jsonl(Path(report["failures_path"].removeprefix("file://")).read_text())
     assert sorted(line["identifier"] for line in failures) == sorted(rejected)
 
+    emulator.clear_faults()
+    emulator.clear_requests()
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
+    report = dag_runner.xcom(dag_run, "report")
+    assert (report["sent"], report["unchanged"], report["failures"]) == (2, 48, 0)
+    assert _methods(emulator)["PUT"] == sorted(rejected)
+
 
 def test_segment_refresh_fails_when_too_many_users_are_rejected(
-    dag_runner: Any, kumulos_connection: Any, local_output: Path
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:
     emulator = kumulos_connection
     rejected = emulator.user_ids()[:11]
@@ -329,6 +370,23 @@ def test_segment_refresh_fails_when_too_many_users_are_rejected(
     folder = local_output / "segments" / "ds=2026-11-01"
     failures = _jsonl((folder / "failures.jsonl").read_text())
     assert sorted(line["identifier"] for line in failures) == sorted(rejected)
+
+
+def test_segment_refresh_refuses_to_clear_most_users_after_a_broken_load(
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
+) -> None:
+    emulator = kumulos_connection
+    _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
+    for identifier in emulator.user_ids()[:30]:
+        emulator.remove_user(identifier)
+    emulator.clear_requests()
+
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", retries=False, logical_date=AS_OF)
+
+    assert dag_runner.states(dag_run)["push_segments"] == "failed"
+    summary = dag_runner.xcom(dag_run, "push_segments")
+    assert (summary["unchanged"], summary["absent"], summary["removed"]) == (20, 30, 0)
+    assert "DELETE" not in _methods(emulator) and "PUT" not in _methods(emulator)
 
 
 # --- kumulos_onboarding -----------------------------------------------------------------------

@@ -131,7 +131,18 @@ with DAG("observability_metrics", schedule=None, start_date=pendulum.datetime(20
         max_failures=5,
     )
     delete = DeleteAttributesOperator(task_id="delete", user_ids={delete_ids!r})
-    export >> update >> delete
+    first_sync = SetAttributesOperator(
+        task_id="first_sync",
+        records=[{{"identifier": f"s-{{n}}", "attributes": {{"n": n}}}} for n in range(3)],
+        sync_state_path={state!r},
+    )
+    second_sync = SetAttributesOperator(
+        task_id="second_sync",
+        records=[{{"identifier": f"s-{{n}}", "attributes": {{"n": n}}}} for n in range(2)],
+        sync_state_path={state!r},
+        remove_absent=True,
+    )
+    export >> update >> delete >> first_sync >> second_sync
 """
 
 
@@ -146,7 +157,9 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
     kumulos_emulator.reject_users({"m-4": (422, {"errors": {"n": ["bad"]}}), "m-9": (422, {"errors": {}})})
     delete_ids = [*kumulos_emulator.user_ids()[:3], "nobody-1", "nobody-2"]
     out = tmp_path / "users.jsonl"
-    path = dag_runner.write(DAG.format(out=str(out), delete_ids=delete_ids))
+    path = dag_runner.write(
+        DAG.format(out=str(out), delete_ids=delete_ids, state=str(tmp_path / "state.sqlite"))
+    )
     env = statsd.env()
     env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = kumulos_emulator.connection_uri(max_retry_after=0.05)
     result = subprocess.run(
@@ -161,6 +174,8 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
         "export": "success",
         "set": "success",
         "delete": "success",
+        "first_sync": "success",
+        "second_sync": "success",
     }
     counters, timers = statsd.counters(), statsd.timers()
 
@@ -174,13 +189,15 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
     )
     pages = answered["users", "GET", 200]
     assert pages == 5
-    assert counters["kumulos.requests"] == len(kumulos_emulator.requests) == 7 + 20 + 5
+    assert counters["kumulos.requests"] == len(kumulos_emulator.requests) == 7 + 20 + 5 + 3 + 1
     assert counters["kumulos.requests.list_users.200"] == pages
     assert counters["kumulos.requests.list_users.503"] == answered["users", "GET", 503] == 1
     assert counters["kumulos.requests.list_users.429"] == answered["users", "GET", 429] == 1
-    assert counters["kumulos.requests.set_attributes.200"] == answered["attributes", "PUT", 200] == 18
+    assert counters["kumulos.requests.set_attributes.200"] == answered["attributes", "PUT", 200] == 18 + 3
     assert counters["kumulos.requests.set_attributes.422"] == answered["attributes", "PUT", 422] == 2
-    assert counters["kumulos.requests.delete_attributes.204"] == answered["attributes", "DELETE", 204] == 3
+    assert (
+        counters["kumulos.requests.delete_attributes.204"] == answered["attributes", "DELETE", 204] == 3 + 1
+    )
     assert counters["kumulos.requests.delete_attributes.400"] == answered["attributes", "DELETE", 400] == 2
 
     assert counters["kumulos.retries"] == 2
@@ -190,11 +207,13 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
 
     written = len(out.read_bytes().splitlines())
     assert counters["kumulos.users_exported"] == counters["kumulos.users_exported.jsonl"] == written == 50
-    assert counters["kumulos.records_written.set_attributes"] == 18
+    assert counters["kumulos.records_written.set_attributes"] == 18 + 3
     assert counters["kumulos.records_failed.set_attributes"] == 2, "one per scripted rejection"
     assert counters["kumulos.records_written.delete_attributes"] == 5, "missing users count as done"
     assert counters["kumulos.records_failed.delete_attributes"] == 0
-    assert counters["kumulos.records_written"] == 18 + 5 and counters["kumulos.records_failed"] == 2
+    assert counters["kumulos.records_written"] == 18 + 3 + 5 and counters["kumulos.records_failed"] == 2
+    assert counters["kumulos.records_unchanged"] == counters["kumulos.records_unchanged.set_attributes"] == 2
+    assert counters["kumulos.records_removed"] == counters["kumulos.records_removed.set_attributes"] == 1
 
     documented = _documented_metrics()
     assert documented, "docs/observability.md has a metrics table"

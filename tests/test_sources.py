@@ -314,7 +314,6 @@ def test_unknown_attribute_types_are_named() -> None:
         ("users", None, SET_FORMATS, "cannot be told from its name"),
         ("users.gz", None, SET_FORMATS, "cannot be told from its name"),
         ("ids.txt", None, SET_FORMATS, "cannot be told from its name"),
-        ("users.jsonl", "parquet", SET_FORMATS, "'parquet' is not supported here. Use one of jsonl, csv"),
     ],
 )
 def test_formats_that_cannot_be_read_are_refused_up_front(

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_kumulos.hooks.kumulos import RequestStats
+    from airflow_provider_kumulos.operators._sync import SyncState
 
 #: Outcomes a ``send`` callable reports for a record that did not fail.
 SUCCEEDED = "succeeded"
@@ -53,6 +54,8 @@ DRY_RUN_EXAMPLES = 3
 MAX_MESSAGE = 500
 #: Seconds between progress checks while the producer waits for a free slot.
 TICK = 1.0
+#: Valid records a sync state looks up at once.
+CLASSIFY_BATCH = 1000
 #: Suffixes a failures file may have, so that it can be read back as a JSONL ``source_path``.
 FAILURES_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 
@@ -74,6 +77,8 @@ class Failure:
     identifier: object
     attributes: object
     error: KumulosError
+    #: The input's original text, for a record that failed before it could be sent (see SourceRecord).
+    source: bytes | str | None = None
 
     def brief(self) -> dict[str, Any]:
         """The summary's view: where, who, status, error class and message (never attribute values)."""
@@ -93,6 +98,10 @@ class Failure:
         entry: dict[str, Any] = {"identifier": self.identifier}
         if with_attributes:
             entry["attributes"] = self.attributes
+        if self.source is not None:
+            source = self.source
+            text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+            entry["source_line"] = text.rstrip("\r\n")
         entry["error"] = {
             "type": type(self.error).__name__,
             "status": self.error.status,
@@ -170,11 +179,12 @@ class BulkCounts:
     failed: int = 0
     skipped: int = 0
     duplicates: int = 0
+    unchanged: int = 0
 
     @property
     def done(self) -> int:
         """Records with a final outcome."""
-        return self.succeeded + self.missing + self.failed + self.skipped
+        return self.succeeded + self.missing + self.failed + self.skipped + self.unchanged
 
 
 @dataclass
@@ -198,6 +208,10 @@ class BulkRunner:
     it and sent by the same worker once it finishes: same-identifier records never overlap and keep
     their input order. An auth or configuration error stops the run: records not yet sent are
     counted as skipped and the source is not read further.
+
+    With a sync state, ``classify`` looks valid records up :data:`CLASSIFY_BATCH` at a time (so up
+    to that many more are held) and those it marks unchanged are counted, not sent; ``settled``
+    hears the outcome of every record sent.
     """
 
     def __init__(
@@ -208,8 +222,12 @@ class BulkRunner:
         max_concurrency: int,
         on_failure: Callable[[Failure], object],
         progress: ProgressLogger,
+        classify: Callable[[Sequence[Job]], list[bool]] | None = None,
+        settled: Callable[[Job, bool], None] | None = None,
     ) -> None:
         self._send = send
+        self._classify = classify
+        self._settled = settled
         self._with_attributes = with_attributes
         self._max_concurrency = max_concurrency
         self._window = 2 * max_concurrency
@@ -228,13 +246,25 @@ class BulkRunner:
     def run(self, records: Iterable[SourceRecord]) -> BulkResult:
         """Process every record (or until a fatal error) and wait for the last one to finish."""
         started = time.monotonic()
-        seen = DuplicateCounter()
+        seen = DuplicateCounter() if self._classify is None else None
+        batch: list[Job] = []
         pool = ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="kumulos-bulk")
         try:
             for record in records:
                 if self._stop.is_set():
                     break
-                self._admit(record, seen, pool)
+                job = self._prepare(record)
+                if job is None:
+                    continue
+                if seen is not None:
+                    seen.add(job.identifier)
+                    self._admit(job, pool)
+                    continue
+                batch.append(job)
+                if len(batch) >= CLASSIFY_BATCH:
+                    self._admit_batch(batch, pool)
+                    batch = []
+            self._admit_batch(batch, pool)
             self._wait_until(lambda: self._outstanding == 0)
         except BaseException:
             self._stop.set()
@@ -242,8 +272,9 @@ class BulkRunner:
         finally:
             # On the normal path nothing is pending any more; after an error, queued jobs are dropped.
             pool.shutdown(wait=True, cancel_futures=True)
-            self.counts.duplicates = seen.duplicates
-            seen.close()
+            if seen is not None:
+                self.counts.duplicates = seen.duplicates
+                seen.close()
         if self._crash is not None:
             raise self._crash
         return BulkResult(
@@ -252,15 +283,34 @@ class BulkRunner:
 
     # --- producer side (the calling thread) --------------------------------------------------
 
-    def _admit(self, record: SourceRecord, seen: DuplicateCounter, pool: ThreadPoolExecutor) -> None:
+    def _prepare(self, record: SourceRecord) -> Job | None:
+        """Count and validate one record; an invalid one is a failure and gives no job."""
         self.counts.total += 1
         try:
-            job = prepare(record, self._with_attributes)
+            return prepare(record, self._with_attributes)
         except KumulosInputError as error:
             with self._changed:
-                self._fail(Failure(record.where, record.identifier, record.attributes, error))
+                self._fail(Failure(record.where, record.identifier, record.attributes, error, record.source))
+                if self._settled is not None and isinstance(record.identifier, str):
+                    self._settled(Job(record.where, record.identifier, None), False)
+            return None
+
+    def _admit_batch(self, batch: list[Job], pool: ThreadPoolExecutor) -> None:
+        """Send the records of ``batch`` that ``classify`` does not mark unchanged."""
+        if not batch or self._classify is None:
             return
-        seen.add(job.identifier)
+        for job, unchanged in zip(batch, self._classify(batch), strict=True):
+            if self._stop.is_set():
+                with self._changed:
+                    self.counts.skipped += 1
+            elif unchanged:
+                with self._changed:
+                    self.counts.unchanged += 1
+                self._report()
+            else:
+                self._admit(job, pool)
+
+    def _admit(self, job: Job, pool: ThreadPoolExecutor) -> None:
         if self._send is None:
             with self._changed:
                 self.counts.skipped += 1
@@ -289,7 +339,9 @@ class BulkRunner:
 
     def _report(self) -> None:
         counts = self.counts
-        self._progress.update(counts.done, failed=counts.failed)
+        self._progress.update(
+            counts.done, failed=counts.failed, unchanged=None if self._classify is None else counts.unchanged
+        )
 
     # --- worker side --------------------------------------------------------------------------
 
@@ -319,12 +371,16 @@ class BulkRunner:
                 if isinstance(error, FATAL_ERRORS) and self.fatal is None:
                     self.fatal = error
                     self._stop.set()
+                if self._settled is not None:
+                    self._settled(job, False)
             return
         with self._changed:
             if outcome == MISSING:
                 self.counts.missing += 1
             else:
                 self.counts.succeeded += 1
+            if self._settled is not None:
+                self._settled(job, True)
 
     def _next(self, identifier: str) -> Job | None:
         """Release the finished record's slot; hand over the next one queued for ``identifier``."""
@@ -382,6 +438,25 @@ def failures_file(
 
 
 @dataclass
+class SyncOutcome:
+    """What a sync state adds to a run: users absent from the source, and what clearing them did."""
+
+    remove_absent: bool
+    absent: int = 0
+    refused: KumulosError | None = None
+    result: BulkResult | None = None
+
+    def summary(self, unchanged: int) -> dict[str, Any]:
+        """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
+        entries: dict[str, Any] = {"unchanged": unchanged}
+        if self.remove_absent:
+            counts = self.result.counts if self.result is not None else BulkCounts()
+            entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
+            entries["removal_failed"] = counts.failed
+        return entries
+
+
+@dataclass
 class BulkReport:
     """A finished run as the operator reports it: summary for XCom, error to raise (if any)."""
 
@@ -392,6 +467,7 @@ class BulkReport:
     failures_path: str | None
     requests: int = 0
     retries: int = 0
+    sync: SyncOutcome | None = None
     summary: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -405,6 +481,8 @@ class BulkReport:
         }
         if self.with_missing:
             summary["missing"] = counts.missing
+        if self.sync is not None:
+            summary.update(self.sync.summary(counts.unchanged))
         summary.update(
             {
                 "dry_run": self.dry_run,
@@ -420,23 +498,39 @@ class BulkReport:
         self.summary = summary
 
     def error(self, max_failures: int) -> KumulosError | None:
-        """The error that should fail the task: the fatal one, or too many failed records."""
+        """The error that should fail the task: the fatal one, a refused removal, or too many failures."""
         if self.result.fatal is not None:
             return self.result.fatal
+        removal = self.sync.result if self.sync is not None else None
+        if removal is not None and removal.fatal is not None:
+            return removal.fatal
+        if self.sync is not None and self.sync.refused is not None:
+            return self.sync.refused
         counts = self.result.counts
-        if counts.failed <= max_failures:
+        not_cleared = removal.counts.failed if removal is not None else 0
+        if counts.failed + not_cleared <= max_failures:
             return None
-        firsts = "; ".join(_describe(failure) for failure in self.result.first_failures)
-        where = (
-            f"Failed records are in {self.failures_path}: fix them and pass that file as source_path to retry."
-            if self.failures_path
-            else "Set failures_path to collect the failed records for a retry."
-        )
+        first_failures = self.result.first_failures + (removal.first_failures if removal is not None else [])
+        problems = []
+        if counts.failed:
+            problems.append(f"{counts.failed:,} of {counts.total:,} records failed")
+        if not_cleared:
+            problems.append(f"{not_cleared:,} users absent from the source could not be cleared")
+        firsts = "; ".join(_describe(failure) for failure in first_failures[:FIRST_ERRORS])
+        fixes = []
+        if counts.failed:
+            fixes.append(
+                f"Failed records are in {self.failures_path}: fix them and pass that file as source_path to retry."
+                if self.failures_path
+                else "Set failures_path to collect the failed records for a retry."
+            )
+        if not_cleared:
+            fixes.append("Users not cleared stay in the sync state and are tried again next run.")
         error = KumulosError(
-            f"{self.what}: {counts.failed:,} of {counts.total:,} records failed, more than "
-            f"max_failures={max_failures}. First errors: {firsts}. {where}"
+            f"{self.what}: {' and '.join(problems)}, more than max_failures={max_failures}. "
+            f"First errors: {firsts}. {' '.join(fixes)}"
         )
-        error.__cause__ = self.result.first_failures[0].error  # the typed error, for callers that branch
+        error.__cause__ = first_failures[0].error  # the typed error, for callers that branch
         return error
 
 
@@ -463,8 +557,17 @@ def run_bulk(
     total: int | None = None,
     request_stats: RequestStats | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
+    state: SyncState | None = None,
+    remove_absent: bool = False,
+    remove: Callable[[Job], str] | None = None,
+    max_removal_fraction: float = 0.5,
 ) -> BulkReport:
-    """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report."""
+    """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report.
+
+    With a sync ``state``, unchanged records are counted and not sent, and outcomes update the state.
+    With ``remove_absent``, users the state lists but the source did not hold then go through
+    ``remove`` (a dry run only counts them), unless they are more than ``max_removal_fraction`` of those synced.
+    """
     progress = ProgressLogger(
         what,
         logger=logger,
@@ -480,9 +583,22 @@ def run_bulk(
             max_concurrency=max_concurrency,
             on_failure=on_failure,
             progress=progress,
+            classify=None if state is None else state.classify,
+            settled=None if state is None or send is None else state.settled,
         )
         result = runner.run(records)
     dry_run = send is None
+    sync = None
+    if state is not None:
+        result.counts.duplicates = state.duplicates
+        sync = SyncOutcome(remove_absent)
+    if state is not None and sync is not None and remove_absent and result.fatal is None:
+        sync.absent = state.absent_count()
+        sync.refused = _removal_guard(sync.absent, state.previous, max_removal_fraction)
+        if sync.refused is None and remove is not None and sync.absent:
+            sync.result = _remove_absent(
+                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
+            )
     report = BulkReport(
         what,
         result,
@@ -491,6 +607,7 @@ def run_bulk(
         None if failures_path is None else str(failures_path),
         requests=request_stats.total_requests if request_stats else 0,
         retries=request_stats.retries if request_stats else 0,
+        sync=sync,
     )
     _log(report, progress, logger)
     if not dry_run:
@@ -498,7 +615,58 @@ def run_bulk(
         operation = what.replace(" ", "_")
         _metrics.incr("records_written", counts.succeeded + counts.missing, operation=operation)
         _metrics.incr("records_failed", counts.failed, operation=operation)
+        if sync is not None:
+            _metrics.incr("records_unchanged", counts.unchanged, operation=operation)
+            if sync.result is not None:
+                removal = sync.result.counts
+                _metrics.incr("records_removed", removal.succeeded + removal.missing, operation=operation)
+                _metrics.incr("records_failed", removal.failed, operation=operation)
     return report
+
+
+def _removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosError | None:
+    """The error refusing to clear ``absent`` of ``previous`` synced users, if they are too many."""
+    if absent <= max_fraction * previous:
+        return None
+    return KumulosInputError(
+        "max_removal_fraction",
+        f"{absent:,} of the {previous:,} users the last sync set ({100.0 * absent / previous:.1f}%) are "
+        f"absent from this run's source, more than max_removal_fraction={max_fraction}; none was cleared",
+        "Check the source (a broken query returns too few rows). If the removals are intended, raise "
+        "max_removal_fraction (1.0 allows clearing everyone) for this run.",
+    )
+
+
+def _remove_absent(
+    state: SyncState,
+    remove: Callable[[Job], str],
+    absent: int,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> BulkResult:
+    """Clear every absent user through ``remove``; outcomes go to the state, not to the failures file."""
+    progress = ProgressLogger(
+        "clear users absent from the source",
+        logger=logger,
+        total=absent,
+        interval=progress_interval,
+        request_stats=request_stats,
+        counts_failures=True,
+    )
+    runner = BulkRunner(
+        remove,
+        with_attributes=False,
+        max_concurrency=max_concurrency,
+        on_failure=lambda failure: None,
+        progress=progress,
+        settled=state.removal_settled,
+    )
+    result = runner.run(SourceRecord("sync state", identifier) for identifier in state.absent())
+    counts = result.counts
+    progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
+    return result
 
 
 def _log(report: BulkReport, progress: ProgressLogger, logger: logging.Logger | Any) -> None:
@@ -507,9 +675,19 @@ def _log(report: BulkReport, progress: ProgressLogger, logger: logging.Logger | 
     if report.with_missing:
         outcome["missing"] = counts.missing
     outcome.update(failed=counts.failed, skipped=counts.skipped, duplicates=counts.duplicates)
+    if report.sync is not None:
+        outcome.update(report.sync.summary(counts.unchanged))
     if report.dry_run:
         outcome["dry_run"] = "yes, nothing was sent"
     progress.finish(**outcome)
+    if report.dry_run and report.sync is not None:
+        logger.info(
+            "Dry run with sync state: %d records unchanged since the last sync would be skipped%s",
+            counts.unchanged,
+            f", {report.sync.absent} users absent from the source would be cleared"
+            if report.sync.remove_absent
+            else "",
+        )
     if report.dry_run:
         examples = ", ".join(
             repr(job.identifier)

@@ -45,12 +45,17 @@ _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, csv.E
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """One record as read: where it came from, its identifier and attributes, or why it is unusable."""
+    """One record as read: where it came from, its identifier and attributes, or why it is unusable.
+
+    ``source`` is the record's original text: the raw bytes of a JSONL line; for a CSV row or a list
+    item that could not be read, its CSV or JSON text. So a failure loses nothing of the input.
+    """
 
     where: str
     identifier: object
     attributes: object = None
     problem: KumulosInputError | None = None
+    source: bytes | str | None = None
 
 
 # --- in-memory sources ------------------------------------------------------------------------
@@ -75,7 +80,16 @@ def from_records(
                 KumulosInputError(
                     where, f"expected an object, got {type(record).__name__}", f"Pass {shape}."
                 ),
+                _json_text(record),
             )
+
+
+def _json_text(value: object) -> str:
+    """``value`` as JSON text (values JSON cannot carry as their ``str()``), to keep an unusable item."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):  # circular or absurdly deep
+        return str(value)
 
 
 def from_identifiers(user_ids: Iterable[object], *, parameter: str) -> Iterator[SourceRecord]:
@@ -85,19 +99,24 @@ def from_identifiers(user_ids: Iterable[object], *, parameter: str) -> Iterator[
 
 
 def _from_mapping(
-    where: str, record: Mapping[Any, Any], identifier_key: str, with_attributes: bool
+    where: str,
+    record: Mapping[Any, Any],
+    identifier_key: str,
+    with_attributes: bool,
+    source: bytes | None = None,
 ) -> SourceRecord:
     required = (identifier_key, ATTRIBUTES_KEY) if with_attributes else (identifier_key,)
     missing = [key for key in required if key not in record]
     attributes = record.get(ATTRIBUTES_KEY) if with_attributes else None
     if not missing:
-        return SourceRecord(where, record[identifier_key], attributes)
+        return SourceRecord(where, record[identifier_key], attributes, None, source)
     problem = KumulosInputError(
         where,
         f"it has no {' and no '.join(repr(key) for key in missing)} key",
         f"Give every record {' and '.join(repr(key) for key in required)}.",
     )
-    return SourceRecord(where, record.get(identifier_key), attributes, problem)
+    text = source if source is not None else _json_text(record)
+    return SourceRecord(where, record.get(identifier_key), attributes, problem, text)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -106,16 +125,10 @@ def _from_mapping(
 def detect_format(
     path: ObjectStoragePath, source_format: str | None, allowed: tuple[str, ...]
 ) -> tuple[str, bool]:
-    """``(format, gzipped)`` of ``path``: ``source_format`` if given, else from the name's suffix."""
+    """``(format, gzipped)`` of ``path``: ``source_format`` (the operator checked it), else the suffix's."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
     gzipped = bool(suffixes) and suffixes[-1] == ".gz"
     if source_format is not None:
-        if source_format not in allowed:
-            raise KumulosInputError(
-                "source_format",
-                f"{source_format!r} is not supported here",
-                f"Use one of {', '.join(allowed)}.",
-            )
         return source_format, gzipped
     named = suffixes[-2 if gzipped else -1] if len(suffixes) > (1 if gzipped else 0) else None
     detected = SUFFIX_FORMATS.get(named or "")
@@ -213,22 +226,23 @@ def _jsonl_records(
             continue
         where = f"{label} {number}"
         try:
-            value = json.loads(line)
+            value = json.loads(line.rstrip(b"\r\n"))  # so the decoder's own line count stays 1
         except ValueError as exc:
+            reason = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             problem = KumulosInputError(
-                where, f"it is not valid JSON ({exc})", "Write one JSON object per line."
+                where, f"it is not valid JSON ({reason})", "Write one JSON object per line."
             )
-            yield SourceRecord(where, None, None, problem)
+            yield SourceRecord(where, None, None, problem, line)
             continue
         if isinstance(value, dict):
-            yield _from_mapping(where, value, identifier_key, with_attributes)
+            yield _from_mapping(where, value, identifier_key, with_attributes, line)
         else:
             problem = KumulosInputError(
                 where,
                 f"expected a JSON object, got {type(value).__name__}",
                 "Write one JSON object per line.",
             )
-            yield SourceRecord(where, None, None, problem)
+            yield SourceRecord(where, None, None, problem, line)
 
 
 def _text_records(text: IO[str], label: str) -> Iterator[SourceRecord]:
@@ -368,7 +382,8 @@ def _csv_rows(
                 f"it has {len(row)} fields, the header has {width}",
                 "Quote values that contain commas.",
             )
-            yield SourceRecord(where, row[id_index] if id_index < len(row) else None, None, mismatch)
+            identifier = row[id_index] if id_index < len(row) else None
+            yield SourceRecord(where, identifier, None, mismatch, _csv_text(row))
             continue
         if not columns:
             yield SourceRecord(where, row[id_index])
@@ -387,5 +402,15 @@ def _csv_rows(
                     f"the value is not a valid {kind}: {exc}",
                     "Fix the cell or change the column's type in attribute_types.",
                 )
-                attributes[name] = cell
-        yield SourceRecord(where, row[id_index], attributes, problem)
+        if problem is None:
+            yield SourceRecord(where, row[id_index], attributes)
+        else:  # a row that cannot be read is kept as read: every cell as its text
+            as_read = {name: row[index] for index, name, _ in columns if row[index] != ""}
+            yield SourceRecord(where, row[id_index], as_read, problem, _csv_text(row))
+
+
+def _csv_text(row: list[str]) -> str:
+    """``row`` as one line of CSV text, quoted as needed, without the line ending."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(row)
+    return buffer.getvalue()

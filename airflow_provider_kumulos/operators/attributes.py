@@ -1,9 +1,9 @@
 """SetAttributesOperator and DeleteAttributesOperator: write or clear Kumulos user attributes.
 
 Both work on one user or in bulk. They stay thin: check their arguments, pick a record source (one
-user, a list, or a JSONL/CSV/text file streamed from any object storage) and hand it to the shared
-bulk runner (``_bulk``) together with the API call to make per record. Everything heavy is imported
-inside ``execute``, so DAG files that import these operators parse fast.
+user, a list, a JSONL/CSV/text file streamed from any object storage, or the rows of a SQL query)
+and hand it to the shared bulk runner (``_bulk``) together with the API call to make per record.
+Everything heavy is imported inside ``execute``, so DAG files that import these operators parse fast.
 """
 
 from __future__ import annotations
@@ -15,23 +15,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._checks import check_whole_number
+from airflow_provider_kumulos._checks import check_bool, check_choice, check_number, check_whole_number
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_kumulos._lineage import LineageFacts
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-    from airflow_provider_kumulos.operators._bulk import Job
+    from airflow_provider_kumulos.operators._bulk import BulkReport, Job
     from airflow_provider_kumulos.operators._sources import SourceRecord
+    from airflow_provider_kumulos.operators._sync import SyncState
 
 #: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
 MAX_CONCURRENCY = 64
 #: The XCom key of a task's return value; the summary goes there even when the task fails.
 XCOM_RETURN_KEY = "return_value"
+
+#: Share of the users a sync state lists that one run may clear before ``remove_absent`` refuses.
+DEFAULT_MAX_REMOVAL_FRACTION = 0.5
 
 Records = tuple[Iterable["SourceRecord"], int | None]
 
@@ -44,7 +48,7 @@ def _check_one_mode(given: dict[str, bool], fix: str) -> None:
         raise KumulosInputError(" / ".join(given), problem, fix)
 
 
-def _from_json(value: object, parameter: str, expected: type, example: str) -> Any:
+def _from_json(value: object, parameter: str, expected: type | tuple[type, ...], example: str) -> Any:
     """``value`` itself, or parsed when it is a string (a template that rendered JSON text)."""
     if isinstance(value, str):
         try:
@@ -71,6 +75,9 @@ class _AttributesOperator(BaseOperator):
     with_attributes: ClassVar[bool]
     #: File formats ``source_path`` may have.
     formats: ClassVar[tuple[str, ...]]
+    #: Whether users absent from the source are cleared (set by operators that keep a sync state).
+    remove_absent = False
+    max_removal_fraction = DEFAULT_MAX_REMOVAL_FRACTION
 
     def __init__(
         self,
@@ -78,6 +85,9 @@ class _AttributesOperator(BaseOperator):
         kumulos_conn_id: str,
         source_path: Any,
         source_format: str | None,
+        sql: str | None,
+        sql_conn_id: str | None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None,
         identifier_column: str,
         max_concurrency: int,
         max_requests_per_second: float | None,
@@ -92,35 +102,44 @@ class _AttributesOperator(BaseOperator):
         self._lineage: LineageFacts | None = None
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
-        self.source_format = source_format
+        self.source_format = (
+            None
+            if source_format is None
+            else check_choice(
+                "source_format", source_format, self.formats, f"Use one of {', '.join(self.formats)}."
+            )
+        )
+        self.sql = sql
+        self.sql_conn_id = sql_conn_id
+        self.sql_parameters = sql_parameters
         self.identifier_column = identifier_column
         self.max_concurrency = check_whole_number("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
-        self.max_requests_per_second = max_requests_per_second
+        self.max_requests_per_second = (
+            None
+            if max_requests_per_second is None
+            else check_number(
+                "max_requests_per_second",
+                max_requests_per_second,
+                0,
+                low_open=True,
+                fix="Pass a positive rate such as 20, or None for no cap.",
+            )
+        )
         self.max_failures = check_whole_number("max_failures", max_failures, 0)
         self.failures_path = failures_path
-        self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method
-        if max_requests_per_second is not None and (
-            isinstance(max_requests_per_second, bool)
-            or not isinstance(max_requests_per_second, int | float)
-            or not max_requests_per_second > 0
-        ):
-            raise KumulosInputError(
-                "max_requests_per_second",
-                f"{max_requests_per_second!r} is not a number > 0",
-                "Pass a positive rate such as 20, or None for no cap.",
-            )
+        self.is_dry_run = check_bool("dry_run", dry_run)  # BaseOperator.dry_run() is a method
         if not isinstance(identifier_column, str) or not identifier_column:
             raise KumulosInputError(
                 "identifier_column", f"{identifier_column!r} is not a column name", 'Pass e.g. "identifier".'
             )
-        if source_format is not None and source_format not in self.formats:
+        if sql is None:
+            for name, value in (("sql_conn_id", sql_conn_id), ("sql_parameters", sql_parameters)):
+                if value is not None:
+                    raise KumulosInputError(name, "it only applies to a sql source", "Remove it or pass sql.")
+        elif sql_conn_id is None:
             raise KumulosInputError(
-                "source_format",
-                f"{source_format!r} is not supported",
-                f"Use one of {', '.join(self.formats)}.",
+                "sql_conn_id", "sql was given without sql_conn_id", "Pass the id of a database connection."
             )
-        if not isinstance(dry_run, bool):
-            raise KumulosInputError("dry_run", f"expected True or False, got {dry_run!r}", "Pass a bool.")
 
     # --- what subclasses provide ----------------------------------------------------------------
 
@@ -135,10 +154,40 @@ class _AttributesOperator(BaseOperator):
     def _attribute_types(self) -> dict[str, str] | None:
         return None
 
+    def _sync_state(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[SyncState | None]:
+        """The sync state this run reads and updates, if the operator keeps one."""
+        return contextlib.nullcontext()
+
+    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+        """The call that clears a user absent from the source, if the operator removes them."""
+        return None
+
     # --- execution ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _open_records(self) -> Iterator[Records]:
+        if self.sql is not None:
+            from airflow_provider_kumulos.operators._sql_source import open_sql_source
+
+            parameters = (
+                None
+                if self.sql_parameters is None
+                else _from_json(
+                    self.sql_parameters,
+                    "sql_parameters",
+                    (Mapping, list, tuple),
+                    'a mapping such as {"segment": "vip"} or a list of values',
+                )
+            )
+            with open_sql_source(
+                self.sql,
+                conn_id=str(self.sql_conn_id),
+                parameters=parameters,
+                identifier_column=self.identifier_column,
+                with_attributes=self.with_attributes,
+            ) as records:
+                yield records, None
+            return
         if self.source_path is None:
             yield self._given_records()
             return
@@ -166,41 +215,55 @@ class _AttributesOperator(BaseOperator):
 
         failures_path = _bulk.check_failures_path(self.failures_path)
         with self._open_records() as (records, total):
-            hook = (
-                None
-                if self.is_dry_run
-                else KumulosCRMHook(
-                    self.kumulos_conn_id,
-                    pool_size=self.max_concurrency,
-                    max_requests_per_second=self.max_requests_per_second,
-                )
+            hook = KumulosCRMHook(
+                self.kumulos_conn_id,
+                pool_size=self.max_concurrency,
+                max_requests_per_second=self.max_requests_per_second,
             )
             try:
-                report = _bulk.run_bulk(
-                    records,
-                    None if hook is None else self._sender(hook),
-                    what=self.what,
-                    with_attributes=self.with_attributes,
-                    with_missing=not self.with_attributes,
-                    max_concurrency=self.max_concurrency,
-                    failures_path=failures_path,
-                    logger=self.log,
-                    total=total,
-                    request_stats=None if hook is None else hook.stats,
-                    progress_interval=self.progress_interval,
-                )
+                with self._sync_state(hook) as state:
+                    report = self._run(records, total, hook, state, failures_path)
             finally:
-                if hook is not None:
-                    hook.close()
+                hook.close()
         counts = report.result.counts
         applied = counts.succeeded + counts.missing
         # Only a run that applied something has resolved (and so can name) its Kumulos app.
-        self._lineage = bulk_lineage(self.source_path, hook.config if hook and applied else None, applied)
+        self._lineage = bulk_lineage(self.source_path, hook.config if applied else None, applied)
         error = report.error(self.max_failures)
         if error is not None:
             context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
             raise error
         return report.summary
+
+    def _run(
+        self,
+        records: Iterable[SourceRecord],
+        total: int | None,
+        hook: KumulosCRMHook,
+        state: SyncState | None,
+        failures_path: ObjectStoragePath | None,
+    ) -> BulkReport:
+        """Hand the records, the calls to make and the sync state (if any) to the bulk runner."""
+        from airflow_provider_kumulos.operators import _bulk
+
+        live = not self.is_dry_run
+        return _bulk.run_bulk(
+            records,
+            self._sender(hook) if live else None,
+            what=self.what,
+            with_attributes=self.with_attributes,
+            with_missing=not self.with_attributes,
+            max_concurrency=self.max_concurrency,
+            failures_path=failures_path,
+            logger=self.log,
+            total=total,
+            request_stats=hook.stats if live else None,
+            progress_interval=self.progress_interval,
+            state=state,
+            remove_absent=self.remove_absent,
+            remove=self._remover(hook, state) if live and state is not None else None,
+            max_removal_fraction=self.max_removal_fraction,
+        )
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: ``source_path`` (if any) in, the Kumulos users out (see docs/observability.md)."""
@@ -210,21 +273,43 @@ class _AttributesOperator(BaseOperator):
 
 
 class SetAttributesOperator(_AttributesOperator):
-    """Set Kumulos user attributes for one user or many (records, or a JSONL/CSV file), concurrently.
+    """Set Kumulos user attributes for one user or many (records, a JSONL/CSV file, a query), concurrently.
 
     Give exactly one of: ``user_id`` with ``attributes`` (one user); ``records``, a list of
     ``{"identifier": ..., "attributes": {...}}`` (e.g. an upstream task's XCom, or a template rendering
-    JSON); or ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed.
+    JSON); ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed;
+    or ``sql`` with ``sql_conn_id`` (and optionally ``sql_parameters``), a query on any database
+    connection whose rows (identifier column + one column per attribute) are streamed.
     Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
     reads the current attributes and overlays the new keys. Returns a summary (counts, first
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
     writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
-    goes to the task log every ``progress_interval`` seconds (default 10). See docs/attributes.md
-    for every parameter.
+    goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
+    only records whose attributes changed since the last successful sync are sent, and with
+    ``remove_absent`` users who left the source lose the keys this sync manages. See
+    docs/attributes.md for every parameter.
     """
 
-    template_fields = ("user_id", "attributes", "records", "source_path", "failures_path")
-    template_fields_renderers: ClassVar[dict[str, str]] = {"attributes": "json", "records": "json"}
+    template_fields = (
+        "kumulos_conn_id",
+        "user_id",
+        "attributes",
+        "records",
+        "source_path",
+        "sql",
+        "sql_conn_id",
+        "sql_parameters",
+        "failures_path",
+        "sync_state_path",
+    )
+    #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
+    template_ext = (".sql",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "attributes": "json",
+        "records": "json",
+        "sql": "sql",
+        "sql_parameters": "json",
+    }
     what = "set attributes"
     with_attributes = True
     formats = ("jsonl", "csv")
@@ -238,6 +323,9 @@ class SetAttributesOperator(_AttributesOperator):
         records: Iterable[Mapping[str, Any]] | str | None = None,
         source_path: Any = None,
         source_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
         identifier_column: str = "identifier",
         attribute_types: Mapping[str, str] | None = None,
         merge: bool = False,
@@ -246,12 +334,19 @@ class SetAttributesOperator(_AttributesOperator):
         max_failures: int = 0,
         failures_path: Any = None,
         dry_run: bool = False,
+        sync_state_path: Any = None,
+        full_refresh: bool = False,
+        remove_absent: bool = False,
+        max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             kumulos_conn_id=kumulos_conn_id,
             source_path=source_path,
             source_format=source_format,
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_parameters=sql_parameters,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
@@ -260,13 +355,24 @@ class SetAttributesOperator(_AttributesOperator):
             dry_run=dry_run,
             **kwargs,
         )
+        self.sync_state_path = sync_state_path
+        self.full_refresh = check_bool("full_refresh", full_refresh)
+        self.remove_absent = check_bool("remove_absent", remove_absent)
+        self.max_removal_fraction = check_number("max_removal_fraction", max_removal_fraction, 0.0, 1.0)
+        if sync_state_path is None and (full_refresh or remove_absent):
+            given = "full_refresh" if full_refresh else "remove_absent"
+            raise KumulosInputError(
+                given, "it needs a sync state", f"Pass sync_state_path, or remove {given}."
+            )
         _check_one_mode(
             {
                 "user_id": user_id is not None or attributes is not None,
                 "records": records is not None,
                 "source_path": source_path is not None,
+                "sql": sql is not None,
             },
-            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file).",
+            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file), "
+            "sql (a query).",
         )
         if (user_id is None) != (attributes is None):
             missing, given = ("attributes", "user_id") if attributes is None else ("user_id", "attributes")
@@ -283,13 +389,11 @@ class SetAttributesOperator(_AttributesOperator):
                     "Remove it or pass source_path.",
                 )
             attribute_types = check_attribute_types(attribute_types)
-        if not isinstance(merge, bool):
-            raise KumulosInputError("merge", f"expected True or False, got {merge!r}", "Pass a bool.")
         self.user_id = user_id
         self.attributes = attributes
         self.records = records
         self.attribute_types = attribute_types
-        self.merge = merge
+        self.merge = check_bool("merge", merge)
 
     def _attribute_types(self) -> dict[str, str] | None:
         return None if self.attribute_types is None else dict(self.attribute_types)
@@ -320,6 +424,46 @@ class SetAttributesOperator(_AttributesOperator):
             total,
         )
 
+    def _sync_state(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[SyncState | None]:
+        if self.sync_state_path is None:
+            return contextlib.nullcontext()
+        from airflow_provider_kumulos._checks import check_path
+        from airflow_provider_kumulos.operators._sync import open_state
+
+        return open_state(
+            check_path("sync_state_path", self.sync_state_path),
+            hook.config.api_key,
+            full_refresh=self.full_refresh,
+            save=not self.is_dry_run,
+        )
+
+    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+        """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
+        if not self.remove_absent:
+            return None
+        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
+
+        merge = self.merge
+        managed = frozenset(state.keys)
+
+        def remove(job: Job) -> str:
+            try:
+                if merge:
+                    current = hook.get_attributes(job.identifier)
+                    rest = {key: value for key, value in current.items() if key not in managed}
+                    if len(rest) == len(current):
+                        return SUCCEEDED  # nothing of ours left: no write
+                    if rest:
+                        hook.set_attributes(job.identifier, rest)
+                        return SUCCEEDED
+                hook.delete_attributes(job.identifier)
+            except KumulosUserNotFoundError:
+                return MISSING
+            return SUCCEEDED
+
+        return remove
+
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
         from airflow_provider_kumulos.operators._bulk import SUCCEEDED
@@ -341,15 +485,29 @@ class SetAttributesOperator(_AttributesOperator):
 
 
 class DeleteAttributesOperator(_AttributesOperator):
-    """Delete every attribute of one user or many (``user_ids``, or a JSONL/CSV/text file), concurrently.
+    """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
     Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
     as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
     failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
     """
 
-    template_fields = ("user_id", "user_ids", "source_path", "failures_path")
-    template_fields_renderers: ClassVar[dict[str, str]] = {"user_ids": "json"}
+    template_fields = (
+        "kumulos_conn_id",
+        "user_id",
+        "user_ids",
+        "source_path",
+        "sql",
+        "sql_conn_id",
+        "sql_parameters",
+        "failures_path",
+    )
+    template_ext = (".sql",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "user_ids": "json",
+        "sql": "sql",
+        "sql_parameters": "json",
+    }
     what = "delete attributes"
     with_attributes = False
     formats = ("jsonl", "csv", "txt")
@@ -362,6 +520,9 @@ class DeleteAttributesOperator(_AttributesOperator):
         user_ids: Iterable[str] | str | None = None,
         source_path: Any = None,
         source_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
         missing_ok: bool = True,
         max_concurrency: int = 8,
         max_requests_per_second: float | None = None,
@@ -375,6 +536,9 @@ class DeleteAttributesOperator(_AttributesOperator):
             kumulos_conn_id=kumulos_conn_id,
             source_path=source_path,
             source_format=source_format,
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_parameters=sql_parameters,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
@@ -388,16 +552,13 @@ class DeleteAttributesOperator(_AttributesOperator):
                 "user_id": user_id is not None,
                 "user_ids": user_ids is not None,
                 "source_path": source_path is not None,
+                "sql": sql is not None,
             },
-            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file).",
+            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file), sql (a query).",
         )
-        if not isinstance(missing_ok, bool):
-            raise KumulosInputError(
-                "missing_ok", f"expected True or False, got {missing_ok!r}", "Pass a bool."
-            )
         self.user_id = user_id
         self.user_ids = user_ids
-        self.missing_ok = missing_ok
+        self.missing_ok = check_bool("missing_ok", missing_ok)
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy

@@ -312,10 +312,10 @@ def test_secrets_and_attribute_values_stay_out_of_logs_summary_and_errors(
 INPUT_ERRORS: list[tuple[dict[str, Any], str, str]] = [
     (
         {"user_id": "a", "attributes": {}, "records": []},
-        "user_id / records / source_path",
+        "user_id / records / source_path / sql",
         "got user_id and records",
     ),
-    ({}, "user_id / records / source_path", "none of them was given"),
+    ({}, "user_id / records / source_path / sql", "none of them was given"),
     ({"user_id": "a"}, "attributes", "user_id was given without attributes"),
     ({"attributes": {"a": 1}}, "user_id", "attributes was given without user_id"),
     ({"records": [], "max_concurrency": 0}, "max_concurrency", "0 is not a whole number between 1 and 64"),
@@ -328,6 +328,11 @@ INPUT_ERRORS: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"source_path": "x.csv", "attribute_types": {"a": "date"}}, "attribute_types", "unknown type 'date'"),
     ({"source_path": "x.txt", "source_format": "txt"}, "source_format", "'txt' is not supported"),
+    (
+        {"source_path": "users.jsonl", "source_format": "parquet"},
+        "source_format",
+        "'parquet' is not supported here. Use one of jsonl, csv",
+    ),
     ({"records": [], "merge": "yes"}, "merge", "expected True or False"),
 ]
 
@@ -494,7 +499,11 @@ def test_delete_dry_run_sends_nothing(kumulos_connection: KumulosEmulator) -> No
 @pytest.mark.parametrize(
     ("kwargs", "parameter", "problem"),
     [
-        ({"user_id": "a", "user_ids": ["b"]}, "user_id / user_ids / source_path", "got user_id and user_ids"),
+        (
+            {"user_id": "a", "user_ids": ["b"]},
+            "user_id / user_ids / source_path / sql",
+            "got user_id and user_ids",
+        ),
         ({"user_ids": "a"}, "user_ids", "a string that is not valid JSON"),
         ({"user_ids": [""], "dry_run": "no"}, "dry_run", "expected True or False"),
         ({"user_id": "a", "missing_ok": 1}, "missing_ok", "expected True or False"),

@@ -1,0 +1,299 @@
+"""Change-only sync state: per identifier, a digest of the attributes last sent, in one SQLite file.
+
+The state lives on any object storage (``sync_state_path``). A run downloads it to a local temporary
+file, reads and updates it there in batches (SQLite on disk: memory does not grow with the number of
+users) and uploads it with :func:`~airflow_provider_kumulos._storage.atomic_write` at the end, so a
+run killed outright leaves the previous state where it was. docs/attributes.md describes the format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kumulos._storage import atomic_write
+from airflow_provider_kumulos.exceptions import KumulosInputError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_kumulos.operators._bulk import Job
+
+#: What the ``meta`` table's ``format`` row says, so that any other file is refused clearly.
+FORMAT = "airflow-provider-kumulos sync state"
+#: Version of the layout below; a state written by a newer version is refused.
+VERSION = 1
+#: Identifiers looked up, or read for removal, per SQL statement.
+BATCH = 1000
+#: Digest of a user whose last write failed: equal to no real digest, so the next run sends it again.
+UNKNOWN = b""
+#: Bytes of each attribute digest (BLAKE2b): a changed record goes unseen with probability 2^-128.
+DIGEST_SIZE = 16
+#: SQLite page cache of the working copy (KiB): bounded, whatever the number of users.
+CACHE_KIB = 8192
+#: Bytes copied per read when the state moves to or from object storage.
+COPY_CHUNK = 1 << 20
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # digest: 16 bytes = attributes last sent; UNKNOWN = last write failed; NULL = first seen in this
+    # run and not written yet (such rows are dropped before the state is saved).
+    # run: the last run whose source held the identifier.
+    "CREATE TABLE users (identifier TEXT PRIMARY KEY, digest BLOB, run INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+
+def attributes_digest(attributes: Mapping[str, Any]) -> bytes:
+    """BLAKE2b of the attributes' canonical JSON (sorted keys, no spaces): equal attributes, equal digest."""
+    text = json.dumps(attributes, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=DIGEST_SIZE).digest()
+
+
+def app_fingerprint(api_key: str, salt: bytes) -> str:
+    """A keyed hash naming the Kumulos app: the state never holds the API key, nor a plain hash of it."""
+    return hashlib.blake2b(api_key.encode("utf-8"), key=salt, digest_size=16).hexdigest()
+
+
+def _not_a_state(path: str, problem: str) -> KumulosInputError:
+    return KumulosInputError(
+        "sync_state_path",
+        f"{path} {problem}",
+        "Point sync_state_path at a file this operator wrote, or at a new path to start a new state.",
+    )
+
+
+class SyncState:
+    """One run's working copy of the sync state: look records up, note outcomes, list absent users.
+
+    Only the thread that opened it touches the database; workers report outcomes through
+    :meth:`settled` and :meth:`removal_settled`, which queue them until the next batch is written.
+    """
+
+    def __init__(self, db_path: str, where: str, api_key: str, *, full_refresh: bool) -> None:
+        self.where = where
+        self.full_refresh = full_refresh
+        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._pending: list[tuple[bytes, int, str, bool]] = []
+        self._removed: list[tuple[str, bool]] = []
+        self._lock = threading.Lock()
+        self._seen_in_batch: set[str] = set()
+        self.duplicates = 0
+        self.keys: set[str] = set()
+        self.run = 1
+        try:
+            self._open(api_key)
+        except BaseException:
+            self._db.close()
+            raise
+        #: Users the previous run left synced: the base of the removal guard.
+        self.previous = self._count("SELECT COUNT(*) FROM users WHERE digest IS NOT NULL")
+
+    # --- opening --------------------------------------------------------------------------------
+
+    def _open(self, api_key: str) -> None:
+        """Check the file and start this run's transaction; a new or refreshed state starts empty."""
+        try:
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
+                self._db.execute(f"PRAGMA {pragma}")
+            meta = self._load_meta()
+        except sqlite3.DatabaseError:
+            raise _not_a_state(self.where, "is not a SQLite database") from None
+        self._db.execute("BEGIN")
+        if not meta or (self.full_refresh and not self._same_app(meta, api_key)):
+            self._start_afresh(api_key)
+        else:
+            self._check(meta, api_key)
+            self.keys = set(json.loads(meta["keys"]))
+            self.run = int(meta["run"]) + 1
+
+    def _load_meta(self) -> dict[str, str]:
+        names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not names:
+            return {}
+        if not {"meta", "users"} <= names:
+            raise _not_a_state(self.where, "is a SQLite database but not a sync state")
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _same_app(self, meta: Mapping[str, str], api_key: str) -> bool:
+        return "salt" in meta and app_fingerprint(api_key, bytes.fromhex(meta["salt"])) == meta.get("app")
+
+    def _check(self, meta: Mapping[str, str], api_key: str) -> None:
+        if meta.get("format") != FORMAT:
+            raise _not_a_state(self.where, "is a SQLite database but not a sync state")
+        if int(meta.get("version", "0")) > VERSION:
+            raise KumulosInputError(
+                "sync_state_path",
+                f"{self.where} was written by a newer version of this provider (format {meta['version']})",
+                "Upgrade airflow-provider-kumulos, or point sync_state_path at a new path.",
+            )
+        if not self._same_app(meta, api_key):
+            raise KumulosInputError(
+                "sync_state_path",
+                f"{self.where} holds the sync state of another Kumulos app (its API key differs from "
+                "the connection's)",
+                "Give each app its own sync_state_path, or pass full_refresh=True once to send every "
+                "record to this app and start the state afresh.",
+            )
+
+    def _start_afresh(self, api_key: str) -> None:
+        self._db.execute("DROP TABLE IF EXISTS users")
+        self._db.execute("DROP TABLE IF EXISTS meta")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self.keys = set()
+        self.run = 1
+        salt = secrets.token_bytes(16)
+        self._db.execute(
+            "INSERT INTO meta VALUES ('salt', ?), ('app', ?)", (salt.hex(), app_fingerprint(api_key, salt))
+        )
+
+    def _count(self, sql: str, *parameters: object) -> int:
+        return int(self._db.execute(sql, parameters).fetchone()[0])
+
+    # --- the records of this run ----------------------------------------------------------------
+
+    def classify(self, jobs: Sequence[Job]) -> list[bool]:
+        """For each job, whether it can be skipped (same attributes as last sent); marks them all seen.
+
+        A record whose identifier appeared earlier in this run is never skipped (it counts as a
+        duplicate), so the last record of an identifier wins as it does without a state.
+        """
+        self._flush()
+        identifiers = list({job.identifier for job in jobs})
+        if not identifiers:
+            return []
+        stored: dict[str, tuple[bytes | None, int]] = {}
+        marks = ",".join("?" * len(identifiers))
+        for identifier, digest, run in self._db.execute(
+            f"SELECT identifier, digest, run FROM users WHERE identifier IN ({marks})",
+            identifiers,
+        ):
+            stored[identifier] = (digest, run)
+        unchanged: list[bool] = []
+        seen = self._seen_in_batch
+        seen.clear()
+        for job in jobs:
+            digest, run = stored.get(job.identifier, (None, 0))
+            self.keys.update(job.attributes or ())
+            if run == self.run or job.identifier in seen:
+                self.duplicates += 1
+                unchanged.append(False)
+            else:
+                seen.add(job.identifier)
+                unchanged.append(
+                    not self.full_refresh
+                    and bool(digest)
+                    and digest == attributes_digest(job.attributes or {})
+                )
+        self._db.executemany(
+            "INSERT INTO users VALUES (?, NULL, ?) ON CONFLICT (identifier) DO UPDATE SET run = excluded.run",
+            [(identifier, self.run) for identifier in identifiers],
+        )
+        return unchanged
+
+    def settled(self, job: Job, ok: bool) -> None:
+        """A record was sent (``ok``) or failed; noted now, written with the next batch (any thread)."""
+        digest = attributes_digest(job.attributes or {}) if ok else UNKNOWN
+        with self._lock:
+            self._pending.append((digest, self.run, job.identifier, ok))
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            removed, self._removed = self._removed, []
+        if pending:
+            # A failure keeps the row (marked UNKNOWN, and present in this run: an invalid record is
+            # not a user who left) only for a user an earlier run synced.
+            self._db.executemany(
+                "UPDATE users SET digest = ?, run = ? WHERE identifier = ? AND (? OR digest IS NOT NULL)",
+                pending,
+            )
+        if removed:
+            self._db.executemany("DELETE FROM users WHERE identifier = ?", [(i,) for i, ok in removed if ok])
+            self._db.executemany(
+                "UPDATE users SET digest = ? WHERE identifier = ?",
+                [(UNKNOWN, identifier) for identifier, ok in removed if not ok],
+            )
+
+    # --- users absent from this run -------------------------------------------------------------
+
+    def absent_count(self) -> int:
+        """Users an earlier run synced whose identifier this run's source did not hold."""
+        self._flush()
+        return self._count("SELECT COUNT(*) FROM users WHERE run < ? AND digest IS NOT NULL", self.run)
+
+    def absent(self) -> Iterator[str]:
+        """Those users' identifiers, read a batch at a time (rows may be deleted as they are removed)."""
+        after = ""
+        while True:
+            self._flush()
+            rows = self._db.execute(
+                "SELECT identifier FROM users WHERE run < ? AND digest IS NOT NULL AND identifier > ?"
+                " ORDER BY identifier LIMIT ?",
+                (self.run, after, BATCH),
+            ).fetchall()
+            if not rows:
+                return
+            for (identifier,) in rows:
+                yield identifier
+            after = rows[-1][0]
+
+    def removal_settled(self, job: Job, ok: bool) -> None:
+        """An absent user lost the managed keys (``ok``: dropped from the state) or not (tried next run)."""
+        with self._lock:
+            self._removed.append((job.identifier, ok))
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def close(self, save: bool) -> None:
+        """Write the outcomes and the metadata (when ``save``), and close the database."""
+        try:
+            if save:
+                self._flush()
+                self._db.execute("DELETE FROM users WHERE digest IS NULL")
+                meta = {
+                    "format": FORMAT,
+                    "version": str(VERSION),
+                    "run": str(self.run),
+                    "keys": json.dumps(sorted(self.keys)),
+                }
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+                self._db.execute("COMMIT")
+        finally:
+            self._db.close()
+
+
+@contextlib.contextmanager
+def open_state(
+    path: ObjectStoragePath, api_key: str, *, full_refresh: bool, save: bool
+) -> Iterator[SyncState]:
+    """The state at ``path`` (empty if none) as a local working copy; uploaded atomically if ``save``.
+
+    The upload happens when the block completes, which includes a run that ended with failed records
+    (the operator raises only afterwards). A block that raised keeps the previous state unchanged.
+    """
+    where = str(path)
+    with tempfile.TemporaryDirectory(prefix="kumulos-sync-") as folder:
+        local = os.path.join(folder, "state.sqlite")
+        if path.exists():
+            with path.open("rb") as source, open(local, "wb") as target:
+                shutil.copyfileobj(source, target, COPY_CHUNK)
+        state = SyncState(local, where, api_key, full_refresh=full_refresh)
+        completed = False
+        try:
+            yield state
+            completed = True
+        finally:
+            state.close(save and completed)
+        if save:
+            with open(local, "rb") as source, atomic_write(path, "wb") as target:
+                shutil.copyfileobj(source, target, COPY_CHUNK)
