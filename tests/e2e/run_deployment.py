@@ -35,6 +35,7 @@ from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
 from e2e_services import start_emulator, start_moto, start_redis
 from e2e_storage import ObjectReader
+from e2e_warehouse import WarehouseSync, bundle_env
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_IDS = ("kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboarding", "kumulos_parallel_export")
@@ -155,7 +156,7 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             emulator_url = start_emulator(services, venv_bin, run_dir, args.users, API_KEY, server_key)
             reader = ObjectReader(s3_endpoint)
             reader.s3.create_bucket(Bucket=BUCKET)
-        env = _provider_env(emulator_url, server_key, s3_endpoint, run_dir)
+        env = {**_provider_env(emulator_url, server_key, s3_endpoint, run_dir), **bundle_env()}
         deployment = AirflowDeployment(
             venv_bin, run_dir, services, postgres.sqlalchemy_url, REPO / "example_dags", env
         )
@@ -178,6 +179,8 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 checks.onboarding()
             with clock.phase("kumulos_segment_refresh"):
                 checks.segment_refresh()
+            with clock.phase("kumulos_e2e_warehouse (Postgres, change-only sync)"):
+                WarehouseSync(checks, postgres).run()
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
