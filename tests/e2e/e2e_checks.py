@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from e2e_emulator import EmulatorAdmin
 from e2e_procs import DeploymentError, wait_for
@@ -249,15 +250,18 @@ class Checks:
 
     def segment_refresh(self) -> None:
         """The scheduled run sets the segment attributes on every user and keeps the app's attributes
-        (merge); a rerun triggered through the API sends only the users whose segments changed between
-        the two runs' ``as_of`` (the sync state) and leaves every user consistent again."""
+        (merge). Then one user starts using the web app; a rerun triggered through the API must send
+        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the sync
+        state), and leave every user consistent again."""
         before = {identifier: self._attributes(identifier) for identifier in self.emulator.user_ids()}
         _require(
             not any(key in attributes for attributes in before.values() for key in SEGMENT_KEYS),
             "users already hold segment attributes before the first segment refresh",
         )
         previous: datetime | None = None
+        moved: set[str] = set()
         for kind, start in (("scheduled", self.scheduled_run), ("triggered", self.run_dag)):
+            since = time.time()
             result = start("kumulos_segment_refresh")
             report = self.api.xcom(result.dag_id, result.run_id, "report")
             _require(
@@ -266,13 +270,20 @@ class Checks:
             )
             as_of = datetime.fromisoformat(report["as_of"])
             flipped = self._check_segments(before, as_of, previous)
-            expected = len(before) if previous is None else flipped
+            expected = set(before) if previous is None else flipped | moved
+            written = {
+                entry["identifier"]
+                for entry in self.emulator.requests()
+                if entry["timestamp"] >= since and entry["method"] == "PUT"
+            }
             _require(
-                report["sent"] == expected
-                and report["unchanged"] == len(before) - expected
-                and report["requests"] == 2 * expected,
+                written == expected
+                and report["sent"] == len(expected)
+                and report["unchanged"] == len(before) - len(expected)
+                and report["requests"] == 2 * len(expected),
                 f"{kind} refresh sent {report['sent']} users ({report['unchanged']} unchanged, "
-                f"{report['requests']} requests), expected {expected} of {len(before)} with a GET and a PUT each",
+                f"{report['requests']} requests; PUT for {_examples(sorted(written))}), expected "
+                f"{_examples(sorted(expected))} of {len(before)} with a GET and a PUT each",
             )
             previous = as_of
             self.figures.add(
@@ -281,15 +292,32 @@ class Checks:
                 f"{report['unchanged']} unchanged ({report['inactive_30d']} inactive_30d), "
                 "every user consistent, other attributes kept",
             )
+            if not moved:
+                moved = {self._start_on_web(sorted(before))}
+
+    def _start_on_web(self, identifiers: list[str]) -> str:
+        """The first of ``identifiers`` not yet on the web is now active on a web install only (same
+        attributes), so its segments change; returns it."""
+        for identifier in identifiers:
+            user = self.emulator.user(identifier) or {}
+            if (user.get("attributes") or {}).get("primary_platform") != "web":
+                break
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.emulator.client.delete(f"/users/{quote(identifier, safe='')}").raise_for_status()
+        fields = {"lastActive": now, "installs": [{"id": "e2e-web", "os": "Web", "lastActive": now}]}
+        self.emulator.client.post(
+            "/users", json={"identifier": identifier, "attributes": user.get("attributes") or {}, **fields}
+        ).raise_for_status()
+        return identifier
 
     def _check_segments(
         self, before: dict[str, dict[str, Any]], as_of: datetime, previous: datetime | None
-    ) -> int:
+    ) -> set[str]:
         """Every user holds segment attributes that fit ``as_of``, and kept all its other attributes.
 
-        Returns how many users' ``activity`` differs between ``previous`` and ``as_of``.
+        Returns the users whose ``activity`` differs between ``previous`` and ``as_of``.
         """
-        wrong, lost, flipped = [], [], 0
+        wrong, lost, flipped = [], [], set()
         for identifier, old in before.items():
             user = self.emulator.user(identifier) or {}
             new = user.get("attributes") or {}
@@ -298,7 +326,7 @@ class Checks:
             if not _segment_consistent(user, new, as_of):
                 wrong.append((identifier, {key: new.get(key) for key in SEGMENT_KEYS}))
             if previous is not None and _inactive(user, previous) != _inactive(user, as_of):
-                flipped += 1
+                flipped.add(identifier)
         _require(not wrong, f"users without consistent segment attributes: {_examples(wrong)}")
         _require(not lost, f"users whose other attributes were lost: {_examples(lost)}")
         return flipped
