@@ -66,7 +66,7 @@ if [ ! -x "$E2E_VENV/bin/python" ]; then
     python3 -m venv "$E2E_VENV"
 fi
 "$E2E_VENV/bin/pip" install -q uv
-requirements=(-e ".[s3]" "apache-airflow[postgres]==3.3.2" "moto[server,s3]")
+requirements=(-e ".[s3,sql]" "apache-airflow[postgres]==3.3.2" "moto[server,s3]")
 if [ "$CELERY" = "1" ]; then
     # celery 5.7 dropped celery.backends.database.retry, which the Celery provider imports.
     requirements+=("apache-airflow-providers-celery" "celery[redis]<5.7")

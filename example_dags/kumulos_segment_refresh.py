@@ -129,7 +129,7 @@ def kumulos_segment_refresh() -> None:
         task_id="push_segments",
         sql=SEGMENTS_SQL,
         sql_conn_id=WAREHOUSE,
-        sql_parameters={"as_of": "{{ (data_interval_end or dag_run.run_after).isoformat() }}"},
+        sql_parameters={"as_of": "{{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}"},
         sync_state_path=SYNC_STATE,
         merge=True,
         remove_absent=True,

@@ -327,6 +327,32 @@ def test_segment_refresh_rerun_sends_only_changes_and_clears_users_who_left(
     assert emulator.get_attributes(emulator.user_ids()[5])["activity"] == "edited in Kumulos"
 
 
+def test_segment_refresh_as_of_is_the_interval_end_or_the_run_after_without_a_logical_date(
+    airflow_home: Path,
+) -> None:
+    """A run triggered without a logical date has no ``data_interval_end`` in its context (Airflow 3)."""
+    from types import SimpleNamespace
+
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # older Airflow 3 releases
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+    task = (
+        DagBag(str(EXAMPLES / "kumulos_segment_refresh.py"))
+        .dags["kumulos_segment_refresh"]
+        .get_task("push_segments")
+    )
+    run_after = datetime(2026, 11, 2, 8, 30, tzinfo=timezone.utc)
+    for interval_end, expected in ((None, run_after), (AS_OF, AS_OF)):
+        dag_run = SimpleNamespace(data_interval_end=interval_end, run_after=run_after, logical_date=None)
+        context: dict[str, Any] = {"dag_run": dag_run}
+        if interval_end is not None:
+            context["data_interval_end"] = interval_end
+        rendered = task.render_template(task.sql_parameters, context, jinja_env=task.dag.get_template_env())
+        assert rendered == {"as_of": expected.isoformat()}
+
+
 def test_segment_refresh_tolerates_a_few_rejected_users_and_lists_them(
     dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from e2e_emulator import EmulatorAdmin
 from e2e_procs import DeploymentError, wait_for
@@ -20,7 +21,7 @@ from e2e_storage import ObjectReader
 from e2e_timeline import overlap
 
 RUN_TIMEOUT = 300.0
-SEGMENT_KEYS = ("inactive_30d", "primary_platform")
+SEGMENT_KEYS = ("activity", "primary_platform")
 _MISSING = object()
 
 
@@ -249,31 +250,74 @@ class Checks:
 
     def segment_refresh(self) -> None:
         """The scheduled run sets the segment attributes on every user and keeps the app's attributes
-        (merge); a rerun triggered through the API leaves every user consistent again."""
+        (merge). Then one user starts using the web app; a rerun triggered through the API must send
+        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the sync
+        state), and leave every user consistent again."""
         before = {identifier: self._attributes(identifier) for identifier in self.emulator.user_ids()}
         _require(
             not any(key in attributes for attributes in before.values() for key in SEGMENT_KEYS),
             "users already hold segment attributes before the first segment refresh",
         )
+        previous: datetime | None = None
+        moved: set[str] = set()
         for kind, start in (("scheduled", self.scheduled_run), ("triggered", self.run_dag)):
+            since = time.time()
             result = start("kumulos_segment_refresh")
             report = self.api.xcom(result.dag_id, result.run_id, "report")
-            _require(report["failures"] == 0, f"segment refresh reported failures: {report}")
-            self._check_segments(before, datetime.fromisoformat(report["as_of"]))
-            if kind == "scheduled":
-                _require(
-                    report["attributes_set"] == len(before),
-                    f"first refresh set {report['attributes_set']} users, expected all {len(before)}",
-                )
+            _require(
+                report["failures"] == 0 and report["removed"] == 0,
+                f"segment refresh reported failures or removals: {report}",
+            )
+            as_of = datetime.fromisoformat(report["as_of"])
+            flipped = self._check_segments(before, as_of, previous)
+            expected = set(before) if previous is None else flipped | moved
+            written = {
+                entry["identifier"]
+                for entry in self.emulator.requests()
+                if entry["timestamp"] >= since and entry["method"] == "PUT"
+            }
+            _require(
+                written == expected
+                and report["sent"] == len(expected)
+                and report["unchanged"] == len(before) - len(expected)
+                and report["requests"] == 2 * len(expected),
+                f"{kind} refresh sent {report['sent']} users ({report['unchanged']} unchanged, "
+                f"{report['requests']} requests; PUT for {_examples(sorted(written))}), expected "
+                f"{_examples(sorted(expected))} of {len(before)} with a GET and a PUT each",
+            )
+            previous = as_of
             self.figures.add(
                 f"segment refresh: {kind} run",
-                f"{result.seconds:.1f}s to success, {report['attributes_set']} of {len(before)} users set "
-                f"({report['inactive_30d']} inactive_30d), every user consistent, other attributes kept",
+                f"{result.seconds:.1f}s to success, {report['sent']} of {len(before)} users sent, "
+                f"{report['unchanged']} unchanged ({report['inactive_30d']} inactive_30d), "
+                "every user consistent, other attributes kept",
             )
+            if not moved:
+                moved = {self._start_on_web(sorted(before))}
 
-    def _check_segments(self, before: dict[str, dict[str, Any]], as_of: datetime) -> None:
-        """Every user holds segment attributes that fit ``as_of``, and kept all its other attributes."""
-        wrong, lost = [], []
+    def _start_on_web(self, identifiers: list[str]) -> str:
+        """The first of ``identifiers`` not yet on the web is now active on a web install only (same
+        attributes), so its segments change; returns it."""
+        for identifier in identifiers:
+            user = self.emulator.user(identifier) or {}
+            if (user.get("attributes") or {}).get("primary_platform") != "web":
+                break
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.emulator.client.delete(f"/users/{quote(identifier, safe='')}").raise_for_status()
+        fields = {"lastActive": now, "installs": [{"id": "e2e-web", "os": "Web", "lastActive": now}]}
+        self.emulator.client.post(
+            "/users", json={"identifier": identifier, "attributes": user.get("attributes") or {}, **fields}
+        ).raise_for_status()
+        return identifier
+
+    def _check_segments(
+        self, before: dict[str, dict[str, Any]], as_of: datetime, previous: datetime | None
+    ) -> set[str]:
+        """Every user holds segment attributes that fit ``as_of``, and kept all its other attributes.
+
+        Returns the users whose ``activity`` differs between ``previous`` and ``as_of``.
+        """
+        wrong, lost, flipped = [], [], set()
         for identifier, old in before.items():
             user = self.emulator.user(identifier) or {}
             new = user.get("attributes") or {}
@@ -281,19 +325,27 @@ class Checks:
                 lost.append(identifier)
             if not _segment_consistent(user, new, as_of):
                 wrong.append((identifier, {key: new.get(key) for key in SEGMENT_KEYS}))
+            if previous is not None and _inactive(user, previous) != _inactive(user, as_of):
+                flipped.add(identifier)
         _require(not wrong, f"users without consistent segment attributes: {_examples(wrong)}")
         _require(not lost, f"users whose other attributes were lost: {_examples(lost)}")
+        return flipped
 
     def _attributes(self, identifier: str) -> dict[str, Any]:
         return dict((self.emulator.user(identifier) or {}).get("attributes") or {})
 
 
+def _inactive(user: dict[str, Any], as_of: datetime) -> bool:
+    """The example's ``inactive_30d``: no ``lastActive``, or more than 30 days before ``as_of``."""
+    last_active = user.get("lastActive")
+    return last_active is None or datetime.fromisoformat(last_active) < as_of - timedelta(days=30)
+
+
 def _segment_consistent(user: dict[str, Any], attributes: dict[str, Any], as_of: datetime) -> bool:
     """The documented meaning of the two segment attributes holds for ``user``."""
-    last_active = user.get("lastActive")
-    inactive = last_active is None or datetime.fromisoformat(last_active) < as_of - timedelta(days=30)
+    activity = "inactive_30d" if _inactive(user, as_of) else "active"
     platforms = {str(install.get("os") or "").lower() for install in user.get("installs") or []} - {""}
-    return attributes.get("inactive_30d") is inactive and (
+    return attributes.get("activity") == activity and (
         attributes.get("primary_platform") in platforms
         if platforms
         else attributes.get("primary_platform") == "unknown"
