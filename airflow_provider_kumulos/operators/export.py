@@ -215,7 +215,7 @@ def merge_export_manifests(
     Reports cross-partition duplicates (users that moved between page windows while partitions ran)
     and page windows no partition covered. Usable from a ``@task``.
     """
-    from airflow_provider_kumulos._export.merge import merge_export_manifests as merge
+    from airflow_provider_kumulos._export.partitions import merge_export_manifests as merge
 
     return merge(summaries, output_path, check_duplicates)
 

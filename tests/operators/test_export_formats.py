@@ -112,7 +112,7 @@ def test_parquet_schema_and_row_groups(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from airflow_provider_kumulos._export import parquet_format
+    from airflow_provider_kumulos._export import formats as parquet_format
 
     monkeypatch.setattr(parquet_format, "ROW_GROUP_USERS", 20)
     path = tmp_path / "users.parquet"

@@ -8,11 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_kumulos._export.dedupe import SeenIdentifiers
-from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
 from airflow_provider_kumulos._export.options import parse_timestamp
-from airflow_provider_kumulos._export.records import PageBatch
-from airflow_provider_kumulos._export.selection import Selector
+from airflow_provider_kumulos._export.run import PageBatch, SeenIdentifiers, Selector, UpdatedSinceFilter
 
 
 @settings(max_examples=60, deadline=None)
@@ -82,7 +79,7 @@ class _FailingTarget(io.RawIOBase):
 def test_writer_thread_reports_a_storage_failure() -> None:
     import pytest
 
-    from airflow_provider_kumulos._export.sink import _WriterThread
+    from airflow_provider_kumulos._export.sinks import _WriterThread
 
     writer = _WriterThread(_FailingTarget())  # type: ignore[arg-type]
     writer.write(b"first chunk")
@@ -93,7 +90,7 @@ def test_writer_thread_reports_a_storage_failure() -> None:
 
 
 def test_writer_thread_stores_everything_in_order_before_close_returns() -> None:
-    from airflow_provider_kumulos._export.sink import _WriterThread
+    from airflow_provider_kumulos._export.sinks import _WriterThread
 
     target = io.BytesIO()
     writer = _WriterThread(target, depth=1)
