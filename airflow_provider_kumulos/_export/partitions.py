@@ -21,7 +21,7 @@ from airflow_provider_kumulos._export.formats import read_identifiers
 from airflow_provider_kumulos._export.manifest import MANIFEST_VERSION, read_manifest, write_json
 from airflow_provider_kumulos._export.options import check_page_size
 from airflow_provider_kumulos._export.run import SeenIdentifiers
-from airflow_provider_kumulos._storage import resolve_path
+from airflow_provider_kumulos._storage import resolve_path, shown_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def _files(summary: dict[str, Any]) -> list[dict[str, Any]]:
     if summary.get("manifest"):
         manifest = read_manifest(resolve_path(summary["manifest"]), parameter="summaries")
         directory = resolve_path(summary["path"])
-        return [{**part, "path": str(directory / part["name"])} for part in manifest["parts"]]
+        return [{**part, "path": shown_path(directory / part["name"])} for part in manifest["parts"]]
     return [
         {
             "path": summary["path"],
@@ -160,7 +160,7 @@ def merge_export_manifests(
                             examples.append(identifier)
     users = sum(entry["users_written"] for entry in entries)
     summary = {
-        "manifest": str(target),
+        "manifest": shown_path(target),
         "format": fmt,
         "compression": compression,
         "partitions": len(entries),

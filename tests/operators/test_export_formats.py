@@ -41,7 +41,7 @@ def test_export_holds_exactly_the_users(
     assert summary["count_mismatch"] is None
     assert summary["bytes"] == path.stat().st_size
     assert summary["format"] == fmt and summary["compression"] == compression
-    assert summary["path"] == f"file://{path}"
+    assert summary["path"] == str(path)
     assert len(kumulos_connection.requests) == pages
 
 
