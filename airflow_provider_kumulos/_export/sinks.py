@@ -15,16 +15,14 @@ import contextlib
 import gzip
 import hashlib
 import io
-import queue
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._export.formats import ExportFormat, FormatWriter
 from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, PartInfo, build_manifest, write_json
-from airflow_provider_kumulos._storage import atomic_write, is_local, remove_quietly
+from airflow_provider_kumulos._storage import atomic_write, remove_quietly
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -38,9 +36,8 @@ if TYPE_CHECKING:
 # The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
 # gzip-compressed, counted and hashed exactly as stored, and written to a temporary object that
 # :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
-# Compression and remote stores get a writer thread, so that their slow work overlaps with the
-# next pages; an uncompressed local file is written inline, where hashing and writing a page take
-# well under a millisecond and handing them to a thread would cost more than it saves.
+# Writes happen inline, in the export's thread (a writer thread overlapping gzip with the next
+# page made gzip exports no faster).
 # Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
 # duplicates) decompresses the same way, and :func:`stored_digest` hashes the stored bytes again.
 
@@ -80,64 +77,6 @@ class Sink:
     sha256: str = ""
 
 
-class _WriterThread(io.RawIOBase):
-    """Hands writes to a thread that compresses, hashes and stores them.
-
-    zlib, SHA-256 and file writes release the GIL, so that work overlaps with encoding the next
-    page instead of adding to it. At most ``depth`` chunks wait in the queue (bounded memory). A
-    failure in the thread is raised by the next ``write`` or by ``close``.
-    """
-
-    def __init__(self, target: IO[bytes], depth: int = 4) -> None:
-        super().__init__()
-        self._target = target
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._abandoned = False
-        self._accepted = 0
-        self._thread = threading.Thread(target=self._run, name="kumulos-export-writer", daemon=True)
-        self._thread.start()
-
-    def writable(self) -> bool:
-        """Always: this stream only writes."""
-        return True
-
-    def write(self, data: Any) -> int:
-        """Queue ``data`` (copied unless it is immutable bytes: the caller may reuse its buffer)."""
-        if self._error is not None:
-            raise self._error
-        chunk = data if type(data) is bytes else bytes(data)
-        self._queue.put(chunk)
-        self._accepted += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        """Bytes accepted so far (pyarrow asks for the position)."""
-        return self._accepted
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._error is None and not self._abandoned:
-                try:
-                    self._target.write(chunk)
-                except BaseException as error:
-                    self._error = error
-
-    def close(self) -> None:
-        """Wait until every queued chunk is stored; raise what the thread met, if anything."""
-        if not self.closed:
-            self._queue.put(None)
-            self._thread.join()
-            super().close()
-        if self._error is not None and not self._abandoned:
-            raise self._error
-
-    def abandon(self) -> None:
-        """Stop storing (the file is being discarded) and wait for the thread to finish."""
-        self._abandoned = True
-        self.close()
-
-
 @contextlib.contextmanager
 def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink]:
     """Write ``path`` atomically, gzip-compressed when asked; the object exists only after a clean exit."""
@@ -148,16 +87,12 @@ def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink
             if compression == "gzip"
             else hashing
         )
-        writer = _WriterThread(encoded) if compression or not is_local(path) else None
-        sink = Sink(io.BufferedWriter(writer or encoded, buffer_size=1 << 20))
+        sink = Sink(io.BufferedWriter(encoded, buffer_size=1 << 20))
         try:
             yield sink
         except BaseException:
-            if writer is not None:
-                writer.abandon()
-            else:  # the temporary object is about to be discarded: flush into it, quietly
-                with contextlib.suppress(Exception):
-                    sink.stream.close()
+            with contextlib.suppress(Exception):  # the temporary is about to be discarded
+                sink.stream.close()
             raise
         sink.stream.close()
         encoded.close()
