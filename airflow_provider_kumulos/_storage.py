@@ -68,9 +68,9 @@ def resolve_path(
     return path
 
 
-def shown_path(path: ObjectStoragePath) -> str:
-    """``path`` as summaries give it back: a plain local path (ready for ``open``) or the URL."""
-    return path.path if is_local(path) else str(path)
+def shown_path(path: ObjectStoragePath, given: object) -> str:
+    """``path`` in the form ``given`` had: a plain local path (ready for ``open``) or a URL."""
+    return path.path if is_local(path) and "://" not in str(given) else str(path)
 
 
 def temp_sibling(path: ObjectStoragePath) -> ObjectStoragePath:

@@ -288,6 +288,8 @@ class ExportOptions:
     max_concurrency: int = field(
         default=DEFAULT_CONCURRENCY, metadata=_spec(_check_max_concurrency, False, False)
     )
+    #: Not an option: ``output_path`` as given, so that summaries show paths in the same form.
+    output_given: str | None = field(default=None, compare=False)
 
     @property
     def projecting(self) -> bool:
@@ -343,6 +345,7 @@ EXPORT_OPTIONS: tuple[ExportOption, ...] = tuple(
         fingerprint=spec.metadata["fingerprint"],
     )
     for spec in dataclasses.fields(ExportOptions)
+    if "check" in spec.metadata
 )
 #: The options a DAG author may template (the operator adds ``kumulos_conn_id``).
 TEMPLATED_OPTIONS = tuple(option.name for option in EXPORT_OPTIONS if option.templated)
@@ -378,4 +381,5 @@ def build_options(values: Mapping[str, Any] | None = None, /, **more: Any) -> Ex
     for option in EXPORT_OPTIONS:
         checked[option.name] = option.check(given.get(option.name, option.default), checked)
     check_parquet_available(checked["format"])
-    return ExportOptions(**checked)
+    given_path = given.get("output_path")
+    return ExportOptions(**checked, output_given=None if given_path is None else str(given_path))

@@ -103,7 +103,10 @@ def _files(summary: dict[str, Any]) -> list[dict[str, Any]]:
     if summary.get("manifest"):
         manifest = read_manifest(resolve_path(summary["manifest"]), parameter="summaries")
         directory = resolve_path(summary["path"])
-        return [{**part, "path": shown_path(directory / part["name"])} for part in manifest["parts"]]
+        return [
+            {**part, "path": shown_path(directory / part["name"], summary["path"])}
+            for part in manifest["parts"]
+        ]
     return [
         {
             "path": summary["path"],
@@ -160,7 +163,7 @@ def merge_export_manifests(
                             examples.append(identifier)
     users = sum(entry["users_written"] for entry in entries)
     summary = {
-        "manifest": shown_path(target),
+        "manifest": shown_path(target, output_path),
         "format": fmt,
         "compression": compression,
         "partitions": len(entries),

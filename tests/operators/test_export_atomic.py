@@ -267,3 +267,9 @@ def test_a_local_summary_path_is_the_local_path_given(
     assert summary["path"] == str(tmp_path / "users.jsonl.gz")
     with gzip.open(summary["path"]) as stream:
         assert [json.loads(line)["identifier"] for line in stream] == kumulos_connection.user_ids()
+
+
+def test_a_file_url_summary_path_stays_a_url(kumulos_connection: KumulosEmulator, tmp_path: Path) -> None:
+    summary = run_export(output_path=f"file://{tmp_path}/parts", split_every=20, page_size=10)
+    assert summary["path"] == f"file://{tmp_path}/parts"
+    assert summary["manifest"] == f"file://{tmp_path}/parts/_manifest.json"
