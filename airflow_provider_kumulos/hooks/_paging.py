@@ -7,15 +7,15 @@ an error comes out where its page would have, and a page is only requested once 
 ``totalUsers`` says it exists (so a finished walk sends the same requests as a sequential one,
 give or take the window when the user set shrinks under it). Closing the walk early leaves at
 most ``ahead`` requests to finish in the background; nothing new is asked for, not even a retry.
-The fetchers are a plain ``ThreadPoolExecutor``.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,11 +58,49 @@ def walk_pages(
         page += 1
 
 
+class _Fetchers:
+    """``workers`` daemon threads running ``fetch(page)`` for :meth:`submit`; daemon threads so that
+    a page abandoned by a failed task never holds up the task's exit.
+
+    Kept over ``ThreadPoolExecutor`` for two behaviours, not for speed: its threads start lazily
+    inside ``submit``, so the next pages' requests race each other instead of leaving in page
+    order, and its threads are joined at interpreter exit, so an abandoned request would hold it up.
+    """
+
+    def __init__(self, fetch: Callable[[int], UsersPage], workers: int) -> None:
+        self._fetch = fetch
+        self._jobs: queue.SimpleQueue[tuple[Future[UsersPage], int] | None] = queue.SimpleQueue()
+        self._workers = workers
+        for number in range(workers):
+            threading.Thread(target=self._work, name=f"kumulos-pages-{number}", daemon=True).start()
+
+    def submit(self, page: int) -> Future[UsersPage]:
+        """Queue ``fetch(page)`` for the next free worker; the future carries its page or error."""
+        future: Future[UsersPage] = Future()
+        self._jobs.put((future, page))
+        return future
+
+    def close(self) -> None:
+        """Stop the workers once they finish the request they may be in."""
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, page = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._fetch(page))
+            except BaseException as error:
+                future.set_exception(error)
+
+
 def _walk_ahead(
     fetch: Callable[[int], UsersPage], start_page: int, end_page: int | None, ahead: int
 ) -> Generator[UsersPage]:
-    fetchers = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="kumulos-pages")
-    pending = deque([fetchers.submit(fetch, start_page)])
+    fetchers = _Fetchers(fetch, ahead)
+    pending = deque([fetchers.submit(start_page)])
     next_page = start_page + 1
     try:
         while pending:
@@ -71,11 +109,12 @@ def _walk_ahead(
                 return
             last = _last_page(result, end_page)
             while len(pending) < ahead and next_page <= last:
-                pending.append(fetchers.submit(fetch, next_page))
+                pending.append(fetchers.submit(next_page))
                 next_page += 1
             yield result
             if result.page >= last:
                 return
     finally:
-        # Requests already sent finish in the background (without retrying: see ``closed``).
-        fetchers.shutdown(wait=False, cancel_futures=True)
+        for future in pending:
+            future.cancel()
+        fetchers.close()
