@@ -40,8 +40,10 @@ def check_number(
     low_open: bool = False,
     fix: str | None = None,
     rendered: bool = False,
+    unit: str = "",
 ) -> float:
-    """An int or float (not a bool) in ``low``..``high``; ``low_open`` excludes ``low`` itself."""
+    """An int or float (not a bool) in ``low``..``high``; ``low_open`` excludes ``low`` itself.
+    ``unit`` names what is counted in the message ("a number of seconds >= 0")."""
     if rendered and isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value.strip())
@@ -53,8 +55,9 @@ def check_number(
         or (value <= low if low_open else value < low)
         or (high is not None and value > high)
     ):
+        number = f"a number of {unit}" if unit else "a number"
         raise KumulosInputError(
-            parameter, f"{value!r} is not a number {bounds}", fix or f"Pass a number {bounds}."
+            parameter, f"{value!r} is not {number} {bounds}", fix or f"Pass {number} {bounds}."
         )
     return float(value)
 

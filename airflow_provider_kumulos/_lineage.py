@@ -104,13 +104,13 @@ def storage_dataset(
 def export_columns(fmt: ExportFormat) -> tuple[Column, ...]:
     """The schema an export wrote: the user keys kept (jsonl, json), csv's columns or parquet's typed ones."""
     if fmt.name == "csv":
-        from airflow_provider_kumulos._export.csv_format import CsvLayout
+        from airflow_provider_kumulos._export.formats import CsvLayout
 
         header = CsvLayout(fmt.kept_fields, fmt.attribute_keys).header()
         described = {column.name: column.description for column in USER_COLUMNS}
         return tuple(Column(name, "string", described.get(name)) for name in header)
     if fmt.name == "parquet":
-        from airflow_provider_kumulos._export.parquet_format import schema
+        from airflow_provider_kumulos._export.formats import schema
 
         return tuple(Column(field.name, str(field.type)) for field in schema(fmt.kept_fields))
     return tuple(column for column in USER_COLUMNS if column.name in fmt.kept_fields)

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -71,7 +72,7 @@ class Response:
 
 @dataclass(frozen=True)
 class UsersPage:
-    """One page of ``GET /v2/users``.
+    """One page of ``GET /v2/users`` (public as ``airflow_provider_kumulos.hooks.kumulos.UsersPage``).
 
     ``users`` holds dicts, or ``msgspec.Raw`` byte slices (the user objects exactly as sent, one
     line each) when the page was decoded raw; raw decoding skips building Python objects for
@@ -82,8 +83,14 @@ class UsersPage:
     identifiers: list[str]
     total_users: int
     page: int
-    per_page: int
+    page_size: int
     nbytes: int
+
+    @property
+    def per_page(self) -> int:
+        """Deprecated name of :attr:`page_size`."""
+        warnings.warn("UsersPage.per_page is deprecated; use page_size", DeprecationWarning, stacklevel=2)
+        return self.page_size
 
 
 # --- input validation -------------------------------------------------------------------------
@@ -222,19 +229,38 @@ def check_per_page(value: object, parameter: str = "per_page") -> int:
     )
 
 
-def check_paging(page: object, per_page: object, *, page_parameter: str = "page") -> tuple[int, int]:
-    """Validate ``page`` (>= 1; named ``page_parameter`` in errors) and ``per_page`` (1..1000)."""
+def check_paging(
+    page: object, per_page: object, *, page_parameter: str = "page", size_parameter: str = "per_page"
+) -> tuple[int, int]:
+    """Validate ``page`` (>= 1) and ``per_page`` (1..1000), named ``page_parameter`` and ``size_parameter``."""
     page = check_whole_number(page_parameter, page, 1, fix="Pages start at 1.")
-    return page, check_per_page(per_page)
+    return page, check_per_page(per_page, size_parameter)
+
+
+def check_page_window(
+    start_page: object, end_page: object, *, rendered: bool = False
+) -> tuple[int, int | None]:
+    """``start_page`` >= 1 and ``end_page`` (inclusive) None or >= ``start_page``: the one window check."""
+    start = check_whole_number("start_page", start_page, 1, fix="Pages start at 1.", rendered=rendered)
+    if end_page is None:
+        return start, None
+    end = check_whole_number(
+        "end_page", end_page, 1, fix="Use None (to the last page) or a page number >= 1.", rendered=rendered
+    )
+    if end < start:
+        raise KumulosInputError(
+            "end_page", f"{end} is before start_page {start}", "Use end_page >= start_page."
+        )
+    return start, end
 
 
 # --- request building -------------------------------------------------------------------------
 
 
-def users_page_request(page: int, per_page: int) -> Request:
+def users_page_request(page: int, page_size: int) -> Request:
     """``GET /v2/users?currentPage=&numberPerPage=``."""
-    page, per_page = check_paging(page, per_page)
-    return Request("GET", "/v2/users", "list users", params={"currentPage": page, "numberPerPage": per_page})
+    page, page_size = check_paging(page, page_size, size_parameter="page_size")
+    return Request("GET", "/v2/users", "list users", params={"currentPage": page, "numberPerPage": page_size})
 
 
 def request_target(request: Request) -> str:
@@ -550,7 +576,7 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
         identifiers=identifiers,
         total_users=decoded.totalUsers,
         page=params.get("currentPage", 1),
-        per_page=params.get("numberPerPage", MAX_PER_PAGE),
+        page_size=params.get("numberPerPage", MAX_PER_PAGE),
         nbytes=len(response.body),
     )
 
@@ -675,6 +701,7 @@ __all__ = [
     "backoff_seconds",
     "check_attributes",
     "check_attributes_match",
+    "check_page_window",
     "check_paging",
     "check_user_id",
     "decode_users_page",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos._checks import check_number
 
 if TYPE_CHECKING:
     from airflow_provider_kumulos.hooks.kumulos import RequestStats
@@ -25,13 +25,7 @@ DEFAULT_INTERVAL = 10.0
 
 def check_interval(value: object, parameter: str = "progress_interval") -> float:
     """A progress interval in seconds (0 logs at every update, useful in tests only)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise KumulosInputError(
-            parameter,
-            f"{value!r} is not a number of seconds >= 0",
-            "Pass e.g. 30 for a line every 30 seconds.",
-        )
-    return float(value)
+    return check_number(parameter, value, 0, unit="seconds", fix="Pass e.g. 30 for a line every 30 seconds.")
 
 
 def _format_duration(seconds: float) -> str:

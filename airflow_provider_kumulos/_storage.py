@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import time
 import uuid
@@ -21,6 +22,8 @@ from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+log = logging.getLogger(__name__)
 
 #: Prefix of temporary objects; the leading dot keeps them out of most readers' globs.
 TEMP_PREFIX = ".kumulos-tmp-"
@@ -65,6 +68,11 @@ def resolve_path(
     return path
 
 
+def shown_path(path: ObjectStoragePath, given: object) -> str:
+    """``path`` in the form ``given`` had: a plain local path (ready for ``open``) or a URL."""
+    return path.path if is_local(path) and "://" not in str(given) else str(path)
+
+
 def temp_sibling(path: ObjectStoragePath) -> ObjectStoragePath:
     """A temporary path next to ``path``, unique per call so concurrent writers never collide."""
     return path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}"
@@ -93,6 +101,50 @@ def sweep_stale_temporaries(folder: ObjectStoragePath, suffix: str = "") -> int:
             remove_quietly(folder / name)
             removed += 1
     return removed
+
+
+def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> None:
+    """Fail before any work when nothing can be written at ``path``; nothing is left behind.
+
+    Object stores: the bucket (container) must exist, one request (``head_bucket`` on S3); a
+    missing bucket is the common mistake and otherwise surfaces only when the file is uploaded,
+    at the very end. Local disks: the folder is created if needed and a temporary file is created
+    in it and removed at once, which also catches a read-only folder.
+    """
+    fix = "Create the bucket or folder, or fix the path, and check the connection may write there."
+    try:
+        if is_local(path):
+            path.fs.makedirs(path.parent.path, exist_ok=True)
+            probe = temp_sibling(path)
+            path.fs.touch(probe.path)
+            path.fs.rm(probe.path)
+            return
+        bucket = getattr(path, "bucket", "")
+        if bucket and not path.fs.exists(bucket):
+            raise KumulosInputError(
+                parameter,
+                f"{path} cannot be written: the bucket {bucket!r} does not exist "
+                "(or this connection may not see it)",
+                fix,
+            )
+    except OSError as exc:
+        raise KumulosInputError(
+            parameter, f"{path} cannot be written ({type(exc).__name__}: {exc})", fix
+        ) from None
+
+
+def discard_quietly(path: ObjectStoragePath, error: BaseException) -> None:
+    """Remove the temporary ``path`` after ``error``; a failure to do so is logged, never raised over ``error``."""
+    try:
+        remove_quietly(path)
+    except Exception as cleanup:
+        log.warning(
+            "Could not remove the temporary %s after %s (%s: %s); it may need deleting by hand.",
+            path,
+            type(error).__name__,
+            type(cleanup).__name__,
+            cleanup,
+        )
 
 
 def remove_quietly(path: ObjectStoragePath) -> None:
@@ -132,8 +184,8 @@ def atomic_write(
         yield stream
         stream.close()
         fs.mv(temp.path, target.path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(Exception):
             stream.close()
-        remove_quietly(temp)
+        discard_quietly(temp, error)
         raise

@@ -75,7 +75,7 @@ def hook_methods_markdown() -> str:
         f"`{field.name}: {_type(field.type)}`" for field in dataclasses.fields(_policy.UsersPage)
     )
     rows.append("")
-    rows.append(f"A `UsersPage` (from `{_policy.UsersPage.__module__}`) has {page_fields}.")
+    rows.append(f"A `UsersPage` (`from {KumulosCRMHook.__module__} import UsersPage`) has {page_fields}.")
     return "\n".join(rows) + "\n"
 
 

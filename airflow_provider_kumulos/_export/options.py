@@ -1,22 +1,26 @@
-"""Export arguments, checked and normalised before any request is sent.
+"""The export's options, declared once: each field of :class:`ExportOptions` is one option.
 
-Every check raises :class:`~airflow_provider_kumulos.exceptions.KumulosInputError` naming the
-parameter, the problem and the fix. The checks that do not depend on templates run when the
-operator is built (so a broken DAG fails at parse time); all of them run again in ``execute``
-once templates are rendered. Nothing heavy is imported here: the operator module imports it.
+Every field carries its default, its check, whether it is templated and whether it is part of the
+resume fingerprint; :data:`EXPORT_OPTIONS` lists them in check order. The operator's ``__init__``
+and ``template_fields``, :func:`check_static` (run when the operator is built, so a broken DAG
+fails at parse time), :func:`build_options` (every check, once templates are rendered), the resume
+fingerprint and the manifest's description of options all follow from that list. Every check
+raises :class:`~airflow_provider_kumulos.exceptions.KumulosInputError` naming the parameter, the
+problem and the fix. Nothing heavy is imported here: the operator module imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kumulos._checks import check_whole_number
-from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_per_page
+from airflow_provider_kumulos._checks import check_bool, check_choice, check_whole_number
+from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_page_window, check_per_page
 from airflow_provider_kumulos.exceptions import KumulosInputError
 from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
 
@@ -44,65 +48,33 @@ MAX_PAGE_SIZE = MAX_PER_PAGE
 #: Requests in flight by default: one page arriving while another is fetched and one is written.
 DEFAULT_CONCURRENCY = 2
 
+#: A check takes the value and the options checked before it (in list order); returns the checked value.
+Check = Callable[[Any, Mapping[str, Any]], Any]
+
 
 @dataclass(frozen=True)
-class ExportOptions:
-    """Every export setting after validation; ``output_path`` is None for an XCom export."""
+class ExportOption:
+    """One export option: ``check`` normalises its value, ``fingerprint`` marks options that shape the output."""
 
-    output_path: ObjectStoragePath | None
-    format: str = "jsonl"
-    compression: str | None = None
-    page_size: int = MAX_PAGE_SIZE
-    max_xcom_users: int = 10_000
-    fields: tuple[str, ...] | None = None
-    include_installs: bool = True
-    updated_since: datetime | None = None
-    updated_since_field: str = "updatedAt"
-    on_count_mismatch: str = "warn"
-    split_every: int | None = None
-    start_page: int = 1
-    end_page: int | None = None
-    attribute_columns: tuple[str, ...] | None = None
-    max_concurrency: int = DEFAULT_CONCURRENCY
-
-    @property
-    def projecting(self) -> bool:
-        """Whether users must be decoded to drop keys (else jsonl/json pass them through as sent)."""
-        return self.fields is not None or not self.include_installs
-
-    def kept_fields(self) -> tuple[str, ...]:
-        """Top-level keys that reach the output, in API order."""
-        wanted = USER_FIELDS if self.fields is None else self.fields
-        return tuple(
-            name
-            for name in USER_FIELDS
-            if (name in wanted or name == "identifier") and (self.include_installs or name != "installs")
-        )
-
-    def fingerprint(self) -> str:
-        """Digest of everything that shapes the output: a resume only continues an identical export."""
-        described = {
-            "output_path": str(self.output_path),
-            "format": self.format,
-            "compression": self.compression,
-            "page_size": self.page_size,
-            "fields": self.fields,
-            "include_installs": self.include_installs,
-            "updated_since": self.updated_since.isoformat() if self.updated_since else None,
-            "updated_since_field": self.updated_since_field,
-            "split_every": self.split_every,
-            "start_page": self.start_page,
-            "end_page": self.end_page,
-            "attribute_columns": self.attribute_columns,
-        }
-        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    name: str
+    default: Any
+    check: Check
+    templated: bool = False
+    fingerprint: bool = False
 
 
-def _whole_number(parameter: str, value: object, minimum: int, fix: str) -> int:
-    """``value`` as an int >= ``minimum``; digit strings (rendered templates) are accepted."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    return check_whole_number(parameter, value, minimum, fix=fix)
+# --- the checks, in the order of the list -------------------------------------------------------
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO-8601 with an offset (``Z`` accepted) as an aware datetime; ValueError otherwise."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("no UTC offset")
+    return parsed
 
 
 def check_page_size(page_size: object) -> int:
@@ -110,83 +82,70 @@ def check_page_size(page_size: object) -> int:
     return check_per_page(page_size, "page_size")
 
 
-def check_format(fmt: object, compression: object) -> tuple[str, str | None]:
-    """Output format and compression: gzip wraps text formats only."""
-    if fmt not in FORMATS:
+def _check_page_size(value: object, earlier: Mapping[str, Any]) -> int:
+    return check_page_size(value)
+
+
+def _check_max_xcom_users(value: object, earlier: Mapping[str, Any]) -> int:
+    """Upper bound on users returned through XCom (when there is no ``output_path``)."""
+    fix = "Use a positive limit, or set output_path for large exports."
+    return check_whole_number("max_xcom_users", value, 1, fix=fix, rendered=True)
+
+
+def _check_include_installs(value: object, earlier: Mapping[str, Any]) -> bool:
+    return check_bool("include_installs", value)
+
+
+def _check_stamp_field(value: object, earlier: Mapping[str, Any]) -> str:
+    return check_choice("updated_since_field", value, TIMESTAMP_FIELDS)
+
+
+def _check_on_count_mismatch(value: object, earlier: Mapping[str, Any]) -> str:
+    return check_choice("on_count_mismatch", value, MISMATCH_POLICIES)
+
+
+def _check_start_page(value: object, earlier: Mapping[str, Any]) -> int:
+    return check_page_window(value, None, rendered=True)[0]
+
+
+def _check_output_path(value: object, earlier: Mapping[str, Any]) -> ObjectStoragePath | None:
+    """None (return users through XCom) or a local path / object-storage URL."""
+    from airflow_provider_kumulos._checks import check_path
+
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip() in ("", "None"):
         raise KumulosInputError(
-            "format", f"{fmt!r} is not a supported format", f"Use one of {', '.join(FORMATS)}."
+            "output_path",
+            f"it rendered to {value!r}",
+            "Pass a path or URL, or leave output_path unset to return the users through XCom.",
         )
-    if compression is not None and compression not in COMPRESSIONS:
+    return check_path("output_path", value)
+
+
+def _check_format(value: object, earlier: Mapping[str, Any]) -> str:
+    if value not in FORMATS:
         raise KumulosInputError(
-            "compression", f"{compression!r} is not supported", 'Use None or "gzip" (text formats only).'
-        )
-    if compression is not None and fmt not in TEXT_FORMATS:
-        raise KumulosInputError(
-            "compression",
-            f"{compression!r} cannot wrap format {fmt!r}",
-            "Leave compression as None: parquet compresses its column chunks itself.",
-        )
-    return str(fmt), None if compression is None else str(compression)
-
-
-def check_parquet_available(fmt: str) -> None:
-    """Parquet needs the optional ``parquet`` extra (pyarrow); say so before any request."""
-    import importlib.util
-
-    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise KumulosInputError(
-            "format",
-            "'parquet' needs pyarrow, which is not installed",
-            "Install airflow-provider-kumulos[parquet] on the workers, or choose jsonl, json or csv.",
-        )
-
-
-def check_choice(parameter: str, value: object, choices: Sequence[str]) -> str:
-    """``value`` must be one of ``choices``."""
-    if value not in choices:
-        raise KumulosInputError(
-            parameter, f"{value!r} is not a valid choice", f"Use one of {', '.join(map(repr, choices))}."
+            "format", f"{value!r} is not a supported format", f"Use one of {', '.join(FORMATS)}."
         )
     return str(value)
 
 
-def check_max_xcom_users(value: object) -> int:
-    """Upper bound on users returned through XCom (when there is no ``output_path``)."""
-    return _whole_number(
-        "max_xcom_users", value, 1, "Use a positive limit, or set output_path for large exports."
-    )
-
-
-def check_max_concurrency(value: object) -> int:
-    """Requests an export keeps in flight: 1..8."""
-    return check_whole_number(
-        "max_concurrency",
-        value,
-        1,
-        MAX_AHEAD,
-        f"Use 1 (one page fetched ahead) up to {MAX_AHEAD}; more only provokes rate limiting.",
-    )
-
-
-def check_split_every(value: object, has_output: bool) -> int | None:
-    """Users per part file; parts need an ``output_path`` to live under."""
+def _check_compression(value: object, earlier: Mapping[str, Any]) -> str | None:
+    """None or gzip; gzip wraps text formats only."""
     if value is None:
         return None
-    split = _whole_number("split_every", value, 1, "Use None (one file) or the number of users per part.")
-    if not has_output:
+    if value not in COMPRESSIONS:
         raise KumulosInputError(
-            "split_every",
-            "part files need an output_path",
-            "Set output_path to the folder (prefix) for parts.",
+            "compression", f"{value!r} is not supported", 'Use None or "gzip" (text formats only).'
         )
-    return split
-
-
-def check_include_installs(value: object) -> bool:
-    """``include_installs`` must be a real bool (a string "False" would be truthy)."""
-    if not isinstance(value, bool):
-        raise KumulosInputError("include_installs", f"{value!r} is not a bool", "Pass True or False.")
-    return value
+    if earlier["format"] not in TEXT_FORMATS:
+        raise KumulosInputError(
+            "compression",
+            f"{value!r} cannot wrap format {earlier['format']!r}",
+            "Leave compression as None: parquet compresses its column chunks itself.",
+        )
+    return str(value)
 
 
 def _names(parameter: str, value: object) -> tuple[str, ...]:
@@ -206,7 +165,7 @@ def _names(parameter: str, value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(item) for item in items))
 
 
-def check_fields(value: object, include_installs: bool) -> tuple[str, ...] | None:
+def _check_fields(value: object, earlier: Mapping[str, Any]) -> tuple[str, ...] | None:
     """Top-level user keys to keep (``identifier`` is always kept)."""
     if value is None:
         return None
@@ -218,36 +177,14 @@ def check_fields(value: object, include_installs: bool) -> tuple[str, ...] | Non
             f"{unknown[0]!r} is not a key of a Kumulos user",
             f"Choose among {', '.join(USER_FIELDS)}.",
         )
-    if "installs" in fields and not include_installs:
+    if "installs" in fields and not earlier["include_installs"]:
         raise KumulosInputError(
             "fields", "it lists 'installs' while include_installs=False", "Drop one of the two settings."
         )
     return fields
 
 
-def check_attribute_columns(value: object, fmt: str) -> tuple[str, ...] | None:
-    """Attribute keys that get their own csv column (others go to ``attributes_json``)."""
-    if value is None:
-        return None
-    if fmt != "csv":
-        raise KumulosInputError(
-            "attribute_columns", f"it only applies to format='csv', not {fmt!r}", "Remove attribute_columns."
-        )
-    return _names("attribute_columns", value)
-
-
-def parse_timestamp(text: str) -> datetime:
-    """ISO-8601 with an offset (``Z`` accepted) as an aware datetime; ValueError otherwise."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError("no UTC offset")
-    return parsed
-
-
-def check_updated_since(value: object) -> datetime | None:
+def _check_updated_since(value: object, earlier: Mapping[str, Any]) -> datetime | None:
     """A timezone-aware datetime or ISO-8601 string (``{{ data_interval_start }}`` renders to one)."""
     if value is None:
         return None
@@ -268,108 +205,181 @@ def check_updated_since(value: object) -> datetime | None:
         ) from None
 
 
-def check_page_window(start_page: object, end_page: object) -> tuple[int, int | None]:
-    """``start_page`` >= 1 and ``end_page`` (inclusive) None or >= ``start_page``."""
-    start = _whole_number("start_page", start_page, 1, "Pages start at 1.")
-    if end_page is None or end_page == "":
-        return start, None
-    end = _whole_number("end_page", end_page, 1, "Use None (to the last page) or a page number >= 1.")
-    if end < start:
-        raise KumulosInputError(
-            "end_page", f"{end} is before start_page {start}", "Use end_page >= start_page."
-        )
-    return start, end
-
-
-def check_output_path(value: object) -> ObjectStoragePath | None:
-    """None (return users through XCom) or a local path / object-storage URL."""
-    from airflow_provider_kumulos._storage import resolve_path
-
+def _check_split_every(value: object, earlier: Mapping[str, Any]) -> int | None:
+    """Users per part file; parts need an ``output_path`` to live under."""
     if value is None:
         return None
-    if isinstance(value, str) and value.strip() in ("", "None"):
+    split = check_whole_number(
+        "split_every", value, 1, fix="Use None (one file) or the number of users per part.", rendered=True
+    )
+    if earlier["output_path"] is None:
         raise KumulosInputError(
-            "output_path",
-            f"it rendered to {value!r}",
-            "Pass a path or URL, or leave output_path unset to return the users through XCom.",
+            "split_every",
+            "part files need an output_path",
+            "Set output_path to the folder (prefix) for parts.",
         )
-    return resolve_path(value, parameter="output_path")  # type: ignore[arg-type]
+    return split
 
 
-def check_static(
-    *,
-    page_size: object,
-    format: object,
-    compression: object,
-    max_xcom_users: object,
-    include_installs: object,
-    updated_since_field: object,
-    on_count_mismatch: object,
-    max_concurrency: object,
-) -> None:
-    """The checks that need no rendered template; run when the operator is built."""
-    check_page_size(page_size)
-    check_max_concurrency(max_concurrency)
-    check_format(format, compression)
-    check_max_xcom_users(max_xcom_users)
-    check_include_installs(include_installs)
-    check_choice("updated_since_field", updated_since_field, TIMESTAMP_FIELDS)
-    check_choice("on_count_mismatch", on_count_mismatch, MISMATCH_POLICIES)
+def _check_end_page(value: object, earlier: Mapping[str, Any]) -> int | None:
+    """None (to the last page) or a page >= ``start_page``: the one window check the hook uses too."""
+    return check_page_window(earlier["start_page"], None if value == "" else value, rendered=True)[1]
 
 
-def build_options(
-    *,
-    output_path: object,
-    format: object,
-    compression: object,
-    page_size: object,
-    max_xcom_users: object,
-    fields: object,
-    include_installs: object,
-    updated_since: object,
-    updated_since_field: object,
-    on_count_mismatch: object,
-    split_every: object,
-    start_page: object,
-    end_page: object,
-    attribute_columns: object,
-    max_concurrency: object = DEFAULT_CONCURRENCY,
-) -> ExportOptions:
-    """Validate every (rendered) argument and return the normalised options."""
-    fmt, codec = check_format(format, compression)
-    check_parquet_available(fmt)
-    installs = check_include_installs(include_installs)
-    start, end = check_page_window(start_page, end_page)
-    path = check_output_path(output_path)
-    return ExportOptions(
-        output_path=path,
-        format=fmt,
-        compression=codec,
-        page_size=check_page_size(page_size),
-        max_xcom_users=check_max_xcom_users(max_xcom_users),
-        fields=check_fields(fields, installs),
-        include_installs=installs,
-        updated_since=check_updated_since(updated_since),
-        updated_since_field=check_choice("updated_since_field", updated_since_field, TIMESTAMP_FIELDS),
-        on_count_mismatch=check_choice("on_count_mismatch", on_count_mismatch, MISMATCH_POLICIES),
-        split_every=check_split_every(split_every, path is not None),
-        start_page=start,
-        end_page=end,
-        attribute_columns=check_attribute_columns(attribute_columns, fmt),
-        max_concurrency=check_max_concurrency(max_concurrency),
+def _check_attribute_columns(value: object, earlier: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Attribute keys that get their own csv column (others go to ``attributes_json``)."""
+    if value is None:
+        return None
+    if earlier["format"] != "csv":
+        raise KumulosInputError(
+            "attribute_columns",
+            f"it only applies to format='csv', not {earlier['format']!r}",
+            "Remove attribute_columns.",
+        )
+    return _names("attribute_columns", value)
+
+
+def _check_max_concurrency(value: object, earlier: Mapping[str, Any]) -> int:
+    """Requests an export keeps in flight: 1..8."""
+    return check_whole_number(
+        "max_concurrency",
+        value,
+        1,
+        MAX_AHEAD,
+        f"Use 1 (one page fetched ahead) up to {MAX_AHEAD}; more only provokes rate limiting.",
     )
 
 
-def describe_options(options: ExportOptions) -> dict[str, Any]:
-    """The options as JSON-safe values, for manifests."""
-    return {
-        "format": options.format,
-        "compression": options.compression,
-        "page_size": options.page_size,
-        "fields": list(options.kept_fields()),
-        "updated_since": options.updated_since.isoformat() if options.updated_since else None,
-        "updated_since_field": options.updated_since_field,
-        "split_every": options.split_every,
-        "start_page": options.start_page,
-        "end_page": options.end_page,
-    }
+# --- the list ------------------------------------------------------------------------------------
+
+
+def _spec(check: Check, templated: bool, fingerprint: bool) -> dict[str, Any]:
+    """The metadata that makes a field of :class:`ExportOptions` an option: its check, whether it is
+    templated, whether it is in the resume fingerprint (and the manifest's description)."""
+    return {"check": check, "templated": templated, "fingerprint": fingerprint}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every export setting after validation; ``output_path`` is None for an XCom export.
+
+    Each field is one option, declared in check order (a check may read the options before it):
+    ``field(default=..., metadata=_spec(check, templated, fingerprint))``.
+    """
+
+    output_path: ObjectStoragePath | None = field(
+        default=None, metadata=_spec(_check_output_path, True, True)
+    )
+    format: str = field(default="jsonl", metadata=_spec(_check_format, False, True))
+    compression: str | None = field(default=None, metadata=_spec(_check_compression, False, True))
+    page_size: int = field(default=MAX_PAGE_SIZE, metadata=_spec(_check_page_size, False, True))
+    max_xcom_users: int = field(default=10_000, metadata=_spec(_check_max_xcom_users, False, False))
+    include_installs: bool = field(default=True, metadata=_spec(_check_include_installs, False, True))
+    fields: tuple[str, ...] | None = field(default=None, metadata=_spec(_check_fields, True, True))
+    updated_since: datetime | None = field(default=None, metadata=_spec(_check_updated_since, True, True))
+    updated_since_field: str = field(default="updatedAt", metadata=_spec(_check_stamp_field, False, True))
+    on_count_mismatch: str = field(default="warn", metadata=_spec(_check_on_count_mismatch, False, False))
+    split_every: int | None = field(default=None, metadata=_spec(_check_split_every, False, True))
+    start_page: int = field(default=1, metadata=_spec(_check_start_page, True, True))
+    end_page: int | None = field(default=None, metadata=_spec(_check_end_page, True, True))
+    attribute_columns: tuple[str, ...] | None = field(
+        default=None, metadata=_spec(_check_attribute_columns, True, True)
+    )
+    max_concurrency: int = field(
+        default=DEFAULT_CONCURRENCY, metadata=_spec(_check_max_concurrency, False, False)
+    )
+    #: Not an option: ``output_path`` as given, so that summaries show paths in the same form.
+    output_given: str | None = field(default=None, compare=False)
+
+    @property
+    def projecting(self) -> bool:
+        """Whether users must be decoded to drop keys (else jsonl/json pass them through as sent)."""
+        return self.fields is not None or not self.include_installs
+
+    def kept_fields(self) -> tuple[str, ...]:
+        """Top-level keys that reach the output, in API order."""
+        wanted = USER_FIELDS if self.fields is None else self.fields
+        return tuple(
+            name
+            for name in USER_FIELDS
+            if (name in wanted or name == "identifier") and (self.include_installs or name != "installs")
+        )
+
+    def _shaping(self) -> dict[str, Any]:
+        """The options that shape the output, as JSON-safe values."""
+        return {
+            option.name: _json_safe(getattr(self, option.name))
+            for option in EXPORT_OPTIONS
+            if option.fingerprint
+        }
+
+    def fingerprint(self) -> str:
+        """Digest of everything that shapes the output: a resume only continues an identical export."""
+        return hashlib.sha256(json.dumps(self._shaping(), sort_keys=True).encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """The options a manifest records: those that shape the output, ``fields`` as the kept keys."""
+        described = self._shaping()
+        del described["output_path"]  # the manifest lives there
+        described["fields"] = list(self.kept_fields())
+        return described
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+#: Every export option, in check order.
+EXPORT_OPTIONS: tuple[ExportOption, ...] = tuple(
+    ExportOption(
+        name=spec.name,
+        default=spec.default,
+        check=spec.metadata["check"],
+        templated=spec.metadata["templated"],
+        fingerprint=spec.metadata["fingerprint"],
+    )
+    for spec in dataclasses.fields(ExportOptions)
+    if "check" in spec.metadata
+)
+#: The options a DAG author may template (the operator adds ``kumulos_conn_id``).
+TEMPLATED_OPTIONS = tuple(option.name for option in EXPORT_OPTIONS if option.templated)
+
+
+def check_static(values: Mapping[str, Any]) -> None:
+    """The checks of options that are not templated: run when the operator is built."""
+    earlier: dict[str, Any] = {}
+    for option in EXPORT_OPTIONS:
+        value = values[option.name]
+        earlier[option.name] = value if option.templated else option.check(value, earlier)
+
+
+def check_parquet_available(fmt: str) -> None:
+    """Parquet needs the optional ``parquet`` extra (pyarrow); say so before any request."""
+    import importlib.util
+
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise KumulosInputError(
+            "format",
+            "'parquet' needs pyarrow, which is not installed",
+            "Install airflow-provider-kumulos[parquet] on the workers, or choose jsonl, json or csv.",
+        )
+
+
+def build_options(values: Mapping[str, Any] | None = None, /, **more: Any) -> ExportOptions:
+    """Check every (rendered) option; unnamed options take their defaults."""
+    given = {**(values or {}), **more}
+    unknown = set(given) - {option.name for option in EXPORT_OPTIONS}
+    if unknown:
+        raise TypeError(f"unknown export options: {', '.join(sorted(unknown))}")
+    checked: dict[str, Any] = {}
+    for option in EXPORT_OPTIONS:
+        checked[option.name] = option.check(given.get(option.name, option.default), checked)
+    check_parquet_available(checked["format"])
+    given_path = given.get("output_path")
+    return ExportOptions(**checked, output_given=None if given_path is None else str(given_path))

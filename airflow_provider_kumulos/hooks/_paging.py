@@ -27,7 +27,7 @@ MAX_AHEAD = 8
 
 def _last_page(page: UsersPage, end_page: int | None) -> int:
     """The last page worth requesting, by the ``totalUsers`` this page reports."""
-    last = -(-page.total_users // page.per_page)
+    last = -(-page.total_users // page.page_size)
     return last if end_page is None else min(last, end_page)
 
 
@@ -60,7 +60,12 @@ def walk_pages(
 
 class _Fetchers:
     """``workers`` daemon threads running ``fetch(page)`` for :meth:`submit`; daemon threads so that
-    a page abandoned by a failed task never holds up the task's exit."""
+    a page abandoned by a failed task never holds up the task's exit.
+
+    Kept over ``ThreadPoolExecutor`` for two behaviours, not for speed: its threads start lazily
+    inside ``submit``, so the next pages' requests race each other instead of leaving in page
+    order, and its threads are joined at interpreter exit, so an abandoned request would hold it up.
+    """
 
     def __init__(self, fetch: Callable[[int], UsersPage], workers: int) -> None:
         self._fetch = fetch

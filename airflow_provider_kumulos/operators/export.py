@@ -15,11 +15,12 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_kumulos._export.options import (
     DEFAULT_CONCURRENCY,
+    EXPORT_OPTIONS,
     MAX_PAGE_SIZE,
-    check_split_every,
+    TEMPLATED_OPTIONS,
     check_static,
 )
-from airflow_provider_kumulos._progress import check_interval
+from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -63,18 +64,14 @@ class ExportUsersOperator(BaseOperator):
     :param max_concurrency: requests to Kumulos in flight at once (1..8, default 2): the next
         pages are fetched while the current one is written, in page order.
     :param hook_params: extra ``KumulosCRMHook`` arguments (``timeout``, ``max_retries``...).
-    :param progress_interval: seconds between progress lines in the task log.
+    :param progress_interval: seconds between progress lines in the task log (default 10).
+
+    The export options (every parameter but ``kumulos_conn_id``, ``hook_params`` and
+    ``progress_interval``) are declared once, with their checks, in ``_export.options``; the
+    keyword parameters below mirror that list for IDEs and docs (a test keeps them in step).
     """
 
-    template_fields: Sequence[str] = (
-        "kumulos_conn_id",
-        "output_path",
-        "updated_since",
-        "fields",
-        "start_page",
-        "end_page",
-        "attribute_columns",
-    )
+    template_fields: Sequence[str] = ("kumulos_conn_id", *TEMPLATED_OPTIONS)
 
     def __init__(
         self,
@@ -96,37 +93,16 @@ class ExportUsersOperator(BaseOperator):
         attribute_columns: list[str] | str | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
         hook_params: dict[str, Any] | None = None,
-        progress_interval: float = 30.0,
+        progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_static(
-            page_size=page_size,
-            format=format,
-            compression=compression,
-            max_xcom_users=max_xcom_users,
-            include_installs=include_installs,
-            updated_since_field=updated_since_field,
-            on_count_mismatch=on_count_mismatch,
-            max_concurrency=max_concurrency,
-        )
-        check_split_every(split_every, has_output=output_path is not None)
+        arguments = locals()  # the parameters, read by name from the list of export options
+        options = {option.name: arguments[option.name] for option in EXPORT_OPTIONS}
+        check_static(options)
+        for name, value in options.items():
+            setattr(self, name, value)
         self.kumulos_conn_id = kumulos_conn_id
-        self.page_size = page_size
-        self.output_path = output_path
-        self.format = format
-        self.compression = compression
-        self.max_xcom_users = max_xcom_users
-        self.fields = fields
-        self.include_installs = include_installs
-        self.updated_since = updated_since
-        self.updated_since_field = updated_since_field
-        self.on_count_mismatch = on_count_mismatch
-        self.split_every = split_every
-        self.start_page = start_page
-        self.end_page = end_page
-        self.attribute_columns = attribute_columns
-        self.max_concurrency = max_concurrency
         self.hook_params = dict(hook_params or {})
         self.progress_interval = check_interval(progress_interval)
         self._lineage: LineageFacts | None = None
@@ -138,23 +114,7 @@ class ExportUsersOperator(BaseOperator):
         from airflow_provider_kumulos._lineage import export_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
-        options = build_options(
-            output_path=self.output_path,
-            format=self.format,
-            compression=self.compression,
-            page_size=self.page_size,
-            max_xcom_users=self.max_xcom_users,
-            fields=self.fields,
-            include_installs=self.include_installs,
-            updated_since=self.updated_since,
-            updated_since_field=self.updated_since_field,
-            on_count_mismatch=self.on_count_mismatch,
-            split_every=self.split_every,
-            start_page=self.start_page,
-            end_page=self.end_page,
-            attribute_columns=self.attribute_columns,
-            max_concurrency=self.max_concurrency,
-        )
+        options = build_options({option.name: getattr(self, option.name) for option in EXPORT_OPTIONS})
         state_store = cast("dict[str, Any]", context).get("task_state_store")
         hook = KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)
         try:
@@ -215,7 +175,7 @@ def merge_export_manifests(
     Reports cross-partition duplicates (users that moved between page windows while partitions ran)
     and page windows no partition covered. Usable from a ``@task``.
     """
-    from airflow_provider_kumulos._export.merge import merge_export_manifests as merge
+    from airflow_provider_kumulos._export.partitions import merge_export_manifests as merge
 
     return merge(summaries, output_path, check_duplicates)
 

@@ -161,3 +161,22 @@ def test_closing_the_walk_stops_asking_for_pages() -> None:
     pages.close()
     time.sleep(0.1)
     assert len(fetch.requested) <= 3  # the page in hand and the two already on their way
+
+
+def test_per_page_still_works_as_a_deprecated_name_of_page_size(
+    hook: KumulosCRMHook, kumulos_emulator: KumulosEmulator
+) -> None:
+    with pytest.warns(DeprecationWarning, match="page_size"):
+        pages = list(hook.iter_pages(per_page=20))
+    assert [page.page_size for page in pages] == [20, 20, 20]
+    assert [i for page in pages for i in page.identifiers] == kumulos_emulator.user_ids()
+    with pytest.warns(DeprecationWarning, match="page_size"):
+        assert len(hook.fetch_users_page(1, per_page=7).users) == 7
+    with pytest.raises(TypeError, match="not both"):
+        hook.fetch_users_page(1, page_size=5, per_page=5)
+
+
+def test_users_page_is_a_public_name_of_the_hook_module() -> None:
+    from airflow_provider_kumulos.hooks import kumulos
+
+    assert "UsersPage" in kumulos.__all__ and kumulos.UsersPage is UsersPage

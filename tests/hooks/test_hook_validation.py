@@ -75,24 +75,24 @@ def test_bad_attributes_are_rejected_before_sending(
 
 
 @pytest.mark.parametrize(
-    ("page", "per_page", "parameter"),
+    ("page", "page_size", "parameter"),
     [
         (0, 10, "page"),
         (-3, 10, "page"),
         ("1", 10, "page"),
-        (1, 0, "per_page"),
-        (1, 1001, "per_page"),
-        (1, 2.5, "per_page"),
+        (1, 0, "page_size"),
+        (1, 1001, "page_size"),
+        (1, 2.5, "page_size"),
     ],
 )
 def test_bad_paging_is_rejected_before_sending(
-    hook: KumulosCRMHook, received: Received, page: Any, per_page: Any, parameter: str
+    hook: KumulosCRMHook, received: Received, page: Any, page_size: Any, parameter: str
 ) -> None:
-    error = assert_rejected(lambda: hook.get_users_page(page, per_page), parameter, received)
-    assert_rejected(lambda: hook.fetch_users_page(page, per_page), parameter, received)
+    error = assert_rejected(lambda: hook.get_users_page(page, page_size), parameter, received)
+    assert_rejected(lambda: hook.fetch_users_page(page, page_size), parameter, received)
     iter_parameter = "start_page" if parameter == "page" else parameter
-    assert_rejected(lambda: list(hook.iter_pages(per_page, page)), iter_parameter, received)
-    if parameter == "per_page":
+    assert_rejected(lambda: list(hook.iter_pages(page_size, page)), iter_parameter, received)
+    if parameter == "page_size":
         assert "1..1000" in str(error)
 
 

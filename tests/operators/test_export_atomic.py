@@ -14,7 +14,7 @@ import pytest
 from test_export_support import assert_export_matches, leftovers, run_export
 
 from airflow_provider_kumulos._storage import TEMP_PREFIX, atomic_write, resolve_path
-from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosServerError
+from airflow_provider_kumulos.exceptions import KumulosAuthError, KumulosInputError, KumulosServerError
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 
 
@@ -207,3 +207,69 @@ def test_a_parted_export_sweeps_stale_temporaries_in_its_folder(
         kumulos_connection.users(),
         "jsonl",
     )
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("split_every", [None, 5])
+def test_a_missing_bucket_fails_before_the_first_page_and_says_so(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, split_every: int | None
+) -> None:
+    missing = f"{s3_bucket}-missing"
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(
+            output_path=f"s3://aws_default@{missing}/exports/users.jsonl",
+            page_size=10,
+            split_every=split_every,
+        )
+    assert caught.value.parameter == "output_path"
+    assert f"the bucket {missing!r} does not exist" in str(caught.value)
+    assert [r for r in kumulos_connection.requests if r.path == "/v2/users"] == []
+
+
+def test_an_unwritable_local_folder_fails_before_the_first_page(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export's folder should be")
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(output_path=str(blocker / "users.jsonl"), page_size=10)
+    assert caught.value.parameter == "output_path" and "cannot be written" in str(caught.value)
+    assert kumulos_connection.requests == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["not-a-folder"]
+
+
+def test_a_failed_cleanup_never_replaces_the_error_that_caused_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fsspec.implementations.local import LocalFileSystem
+
+    def refuse(self: Any, path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError("cleanup refused")
+
+    monkeypatch.setattr(LocalFileSystem, "rm", refuse)
+    with (
+        pytest.raises(ValueError, match="the writer's own error") as caught,
+        atomic_write(str(tmp_path / "file.bin")) as stream,
+    ):
+        stream.write(b"partial")
+        raise ValueError("the writer's own error")
+    assert caught.value.__context__ is None
+    assert "Could not remove the temporary" in caplog.text and "cleanup refused" in caplog.text
+
+
+def test_a_local_summary_path_is_the_local_path_given(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    import gzip
+    import json
+
+    summary = run_export(output_path=str(tmp_path / "users.jsonl.gz"), compression="gzip", page_size=10)
+    assert summary["path"] == str(tmp_path / "users.jsonl.gz")
+    with gzip.open(summary["path"]) as stream:
+        assert [json.loads(line)["identifier"] for line in stream] == kumulos_connection.user_ids()
+
+
+def test_a_file_url_summary_path_stays_a_url(kumulos_connection: KumulosEmulator, tmp_path: Path) -> None:
+    summary = run_export(output_path=f"file://{tmp_path}/parts", split_every=20, page_size=10)
+    assert summary["path"] == f"file://{tmp_path}/parts"
+    assert summary["manifest"] == f"file://{tmp_path}/parts/_manifest.json"

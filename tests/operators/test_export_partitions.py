@@ -86,7 +86,7 @@ def test_merge_counts_users_that_moved_between_partitions(
     second = run_export(**plan[1])
 
     summary = merge_export_manifests([second, first], str(tmp_path / "_manifest.json"))
-    ids = [u["identifier"] for s in (first, second) for u in read_jsonl(Path(s["path"][7:]).read_bytes())]
+    ids = [u["identifier"] for s in (first, second) for u in read_jsonl(Path(s["path"]).read_bytes())]
     duplicates = len(ids) - len(set(ids))
     assert duplicates > 0
     assert summary["cross_partition_duplicates"] == duplicates

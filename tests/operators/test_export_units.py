@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_kumulos._export.dedupe import SeenIdentifiers
-from airflow_provider_kumulos._export.filtering import UpdatedSinceFilter
 from airflow_provider_kumulos._export.options import parse_timestamp
-from airflow_provider_kumulos._export.records import PageBatch
-from airflow_provider_kumulos._export.selection import Selector
+from airflow_provider_kumulos._export.run import PageBatch, SeenIdentifiers, Selector, UpdatedSinceFilter
 
 
 @settings(max_examples=60, deadline=None)
@@ -71,34 +65,53 @@ def test_reserve_sizes_the_table_once() -> None:
     assert seen.nbytes == size
 
 
-class _FailingTarget(io.RawIOBase):
-    def writable(self) -> bool:
-        return True
+def test_the_operator_follows_the_one_list_of_export_options() -> None:
+    import inspect
 
-    def write(self, data: Any) -> int:
-        raise OSError("No space left on device")
+    from airflow_provider_kumulos._export.options import EXPORT_OPTIONS, ExportOptions, build_options
+    from airflow_provider_kumulos.operators.export import ExportUsersOperator
 
-
-def test_writer_thread_reports_a_storage_failure() -> None:
-    import pytest
-
-    from airflow_provider_kumulos._export.sink import _WriterThread
-
-    writer = _WriterThread(_FailingTarget())  # type: ignore[arg-type]
-    writer.write(b"first chunk")
-    with pytest.raises(OSError, match="No space left"):
-        for _ in range(100):
-            writer.write(b"more")
-        writer.close()
+    parameters = inspect.signature(ExportUsersOperator.__init__).parameters
+    operator_only = {"self", "kumulos_conn_id", "hook_params", "progress_interval", "kwargs"}
+    assert set(parameters) - operator_only == {option.name for option in EXPORT_OPTIONS}
+    for option in EXPORT_OPTIONS:
+        assert parameters[option.name].default == option.default, option.name
+        assert f":param {option.name}:" in (ExportUsersOperator.__doc__ or ""), option.name
+    templated = tuple(option.name for option in EXPORT_OPTIONS if option.templated)
+    assert tuple(ExportUsersOperator.template_fields) == ("kumulos_conn_id", *templated)
+    assert parameters["progress_interval"].default == 10.0
+    defaults = build_options(output_path="/tmp/users.jsonl")
+    assert defaults == ExportOptions(output_path=defaults.output_path)
 
 
-def test_writer_thread_stores_everything_in_order_before_close_returns() -> None:
-    from airflow_provider_kumulos._export.sink import _WriterThread
+def test_the_fingerprint_covers_exactly_the_options_marked_for_it() -> None:
+    from airflow_provider_kumulos._export.options import EXPORT_OPTIONS, build_options
 
-    target = io.BytesIO()
-    writer = _WriterThread(target, depth=1)
-    for index in range(200):
-        writer.write(memoryview(f"{index},".encode()))
-    writer.close()
-    assert target.getvalue() == b"".join(f"{index},".encode() for index in range(200))
-    assert writer.tell() == len(target.getvalue())
+    base = {"output_path": "/tmp/users.csv", "format": "csv", "split_every": 10}
+    changed = {
+        "output_path": "/tmp/other.csv",
+        "format": "jsonl",
+        "compression": "gzip",
+        "page_size": 10,
+        "max_xcom_users": 5,
+        "include_installs": False,
+        "fields": ["attributes"],
+        "updated_since": "2024-01-01T00:00:00Z",
+        "updated_since_field": "createdAt",
+        "on_count_mismatch": "fail",
+        "split_every": 11,
+        "start_page": 2,
+        "end_page": 9,
+        "attribute_columns": ["a"],
+        "max_concurrency": 3,
+    }
+    assert set(changed) == {option.name for option in EXPORT_OPTIONS}
+    reference = build_options(base).fingerprint()
+    for option in EXPORT_OPTIONS:
+        other = {**base, option.name: changed[option.name]}
+        if option.name == "attribute_columns":
+            other["format"] = "csv"
+        differs = build_options(other).fingerprint() != reference
+        assert differs is option.fingerprint, option.name
+    described = build_options(base).describe()
+    assert described["fields"][0] == "identifier" and "output_path" not in described

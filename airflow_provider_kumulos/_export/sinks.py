@@ -1,25 +1,116 @@
-"""Where selected users go: a list for XCom, one file, or part files under a folder.
+"""Where exported users go: XCom, one file, or part files; each file through an atomic, hashing sink.
 
-All three take batches through ``write`` and say how many more users the current file may take
-(``room``), so the export loop is the same for each. Files are written through atomic sinks:
-``finish`` publishes, ``abort`` discards whatever is unfinished.
+The three outputs take batches through ``write`` and say how many more users the current file may
+take (``room``), so the export loop is the same for each. Files are written through sinks: a format
+writer writes to :attr:`Sink.stream`; underneath, the bytes are (optionally) gzip-compressed,
+counted and hashed exactly as stored, and written to a temporary object that
+:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes
+(``finish`` publishes, ``abort`` discards whatever is unfinished). :func:`stored_digest` hashes
+stored bytes again (a resumed export checking its earlier parts).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
+import io
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._export.formats import ExportFormat, FormatWriter
 from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, PartInfo, build_manifest, write_json
-from airflow_provider_kumulos._export.sink import Sink, open_sink
-from airflow_provider_kumulos._storage import remove_quietly
+from airflow_provider_kumulos._storage import atomic_write, remove_quietly
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+
+# --- Sinks --------------------------------------------------------------------------------------------------
+#
+# Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
+#
+# The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
+# gzip-compressed, counted and hashed exactly as stored, and written to a temporary object that
+# :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+# Writes happen inline, in the export's thread (a writer thread overlapping gzip with the next
+# page made gzip exports no faster).
+# Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
+# duplicates) decompresses the same way, and :func:`stored_digest` hashes the stored bytes again.
+
+
+class _HashingWriter(io.RawIOBase):
+    """Pass writes through to ``target`` while counting and hashing them."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        super().__init__()
+        self._target = target
+        self.sha256 = hashlib.sha256()
+        self.nbytes = 0
+
+    def writable(self) -> bool:
+        """Always: this stream only writes."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Write all of ``data`` to the target, counting and hashing it."""
+        view = memoryview(data)
+        self._target.write(view)
+        self.sha256.update(view)
+        self.nbytes += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        """Bytes written so far (pyarrow asks for the position)."""
+        return self.nbytes
+
+
+@dataclass
+class Sink:
+    """Where a format writer writes; ``nbytes`` and ``sha256`` describe the stored object once closed."""
+
+    stream: IO[bytes]
+    nbytes: int = 0
+    sha256: str = ""
+
+
+@contextlib.contextmanager
+def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink]:
+    """Write ``path`` atomically, gzip-compressed when asked; the object exists only after a clean exit."""
+    with atomic_write(path, "wb") as raw:
+        hashing = _HashingWriter(raw)
+        encoded: IO[bytes] = (
+            gzip.GzipFile(filename="", fileobj=hashing, mode="wb", mtime=0)  # type: ignore[assignment]
+            if compression == "gzip"
+            else hashing
+        )
+        sink = Sink(io.BufferedWriter(encoded, buffer_size=1 << 20))
+        try:
+            yield sink
+        except BaseException:
+            with contextlib.suppress(Exception):  # the temporary is about to be discarded
+                sink.stream.close()
+            raise
+        sink.stream.close()
+        encoded.close()
+        sink.nbytes, sink.sha256 = hashing.nbytes, hashing.sha256.hexdigest()
+
+
+def stored_digest(path: ObjectStoragePath) -> tuple[int, str]:
+    """Size and SHA-256 of the object stored at ``path`` (as :func:`open_sink` reported them)."""
+    digest = hashlib.sha256()
+    nbytes = 0
+    with path.fs.open(path.path, "rb") as raw:
+        while chunk := raw.read(1 << 20):
+            digest.update(chunk)
+            nbytes += len(chunk)
+    return nbytes, digest.hexdigest()
+
+
+# --- Outputs ------------------------------------------------------------------------------------------------
 
 
 class XComOutput:
