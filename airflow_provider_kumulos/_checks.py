@@ -28,7 +28,7 @@ def check_bool(parameter: str, value: object, *, rendered: bool = False) -> bool
         return value
     if rendered and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise KumulosInputError(parameter, f"expected True or False, got {value!r}", "Pass a bool.")
+    raise KumulosInputError(parameter, f"{value!r} is not a bool", "Pass True or False.")
 
 
 def check_number(
@@ -92,7 +92,7 @@ def check_choice(parameter: str, value: object, choices: Sequence[str], fix: str
     if not isinstance(value, str) or value not in choices:
         raise KumulosInputError(
             parameter,
-            f"{value!r} is not supported here",
+            f"{value!r} is not a valid choice",
             fix or f"Use one of {', '.join(map(repr, choices))}.",
         )
     return value

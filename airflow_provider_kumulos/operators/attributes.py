@@ -66,8 +66,16 @@ def _from_json(value: object, parameter: str, expected: type | tuple[type, ...],
     return value
 
 
+#: Templated arguments both attribute operators share: the file and SQL sources, the failures file.
+_SOURCE_TEMPLATE_FIELDS = ("source_path", "sql", "sql_conn_id", "sql_parameters", "failures_path")
+_SOURCE_RENDERERS = {"sql": "sql", "sql_parameters": "json"}
+
+
 class _AttributesOperator(BaseOperator):
     """Arguments and execution shared by the attribute operators; subclasses supply records and the call."""
+
+    #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
+    template_ext = (".sql",)
 
     #: Names the operation in progress lines, summaries and errors.
     what: ClassVar[str]
@@ -295,20 +303,13 @@ class SetAttributesOperator(_AttributesOperator):
         "user_id",
         "attributes",
         "records",
-        "source_path",
-        "sql",
-        "sql_conn_id",
-        "sql_parameters",
-        "failures_path",
+        *_SOURCE_TEMPLATE_FIELDS,
         "sync_state_path",
     )
-    #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
-    template_ext = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "attributes": "json",
         "records": "json",
-        "sql": "sql",
-        "sql_parameters": "json",
+        **_SOURCE_RENDERERS,
     }
     what = "set attributes"
     with_attributes = True
@@ -492,22 +493,8 @@ class DeleteAttributesOperator(_AttributesOperator):
     failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
     """
 
-    template_fields = (
-        "kumulos_conn_id",
-        "user_id",
-        "user_ids",
-        "source_path",
-        "sql",
-        "sql_conn_id",
-        "sql_parameters",
-        "failures_path",
-    )
-    template_ext = (".sql",)
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        "user_ids": "json",
-        "sql": "sql",
-        "sql_parameters": "json",
-    }
+    template_fields = ("kumulos_conn_id", "user_id", "user_ids", *_SOURCE_TEMPLATE_FIELDS)
+    template_fields_renderers: ClassVar[dict[str, str]] = {"user_ids": "json", **_SOURCE_RENDERERS}
     what = "delete attributes"
     with_attributes = False
     formats = ("jsonl", "csv", "txt")

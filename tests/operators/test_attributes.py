@@ -327,13 +327,13 @@ INPUT_ERRORS: list[tuple[dict[str, Any], str, str]] = [
         "only applies to a CSV source_path",
     ),
     ({"source_path": "x.csv", "attribute_types": {"a": "date"}}, "attribute_types", "unknown type 'date'"),
-    ({"source_path": "x.txt", "source_format": "txt"}, "source_format", "'txt' is not supported"),
+    ({"source_path": "x.txt", "source_format": "txt"}, "source_format", "'txt' is not a valid choice"),
     (
         {"source_path": "users.jsonl", "source_format": "parquet"},
         "source_format",
-        "'parquet' is not supported here. Use one of jsonl, csv",
+        "'parquet' is not a valid choice. Use one of jsonl, csv",
     ),
-    ({"records": [], "merge": "yes"}, "merge", "expected True or False"),
+    ({"records": [], "merge": "yes"}, "merge", "is not a bool"),
 ]
 
 
@@ -505,8 +505,8 @@ def test_delete_dry_run_sends_nothing(kumulos_connection: KumulosEmulator) -> No
             "got user_id and user_ids",
         ),
         ({"user_ids": "a"}, "user_ids", "a string that is not valid JSON"),
-        ({"user_ids": [""], "dry_run": "no"}, "dry_run", "expected True or False"),
-        ({"user_id": "a", "missing_ok": 1}, "missing_ok", "expected True or False"),
+        ({"user_ids": [""], "dry_run": "no"}, "dry_run", "is not a bool"),
+        ({"user_id": "a", "missing_ok": 1}, "missing_ok", "is not a bool"),
     ],
 )
 def test_delete_refuses_bad_arguments_before_any_request(

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from attributes_support import read_jsonl, run
+
 from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
@@ -18,18 +20,6 @@ JSONL_LINES = [
     "[1, 2]",  # not an object
     '{"identifier": "d", "attributs": {"n": 4}}',  # misspelt key
 ]
-
-
-def run(op: Any) -> dict[str, Any]:
-    class TaskInstance:
-        def xcom_push(self, key: str, value: Any) -> None:
-            pass
-
-    return op.execute({"ti": TaskInstance()})
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_unreadable_jsonl_lines_are_kept_verbatim_in_the_failures_file(

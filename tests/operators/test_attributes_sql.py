@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attributes_support import read_jsonl, run
 
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 from airflow_provider_kumulos.operators import _sql_source
@@ -41,18 +42,6 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
     path = tmp_path / "warehouse.db"
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
     return Warehouse(path)
-
-
-def run(op: Any) -> dict[str, Any]:
-    class TaskInstance:
-        def xcom_push(self, key: str, value: Any) -> None:
-            pass
-
-    return op.execute({"ti": TaskInstance()})
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # --- values -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attributes_support import run
 
 from airflow_provider_kumulos.exceptions import KumulosInputError
 from airflow_provider_kumulos.operators import _sql_source
@@ -101,14 +102,6 @@ def warehouse(postgres_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         with db.cursor() as cursor:
             cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         yield db
-
-
-def run(op: Any) -> dict[str, Any]:
-    class TaskInstance:
-        def xcom_push(self, key: str, value: Any) -> None:
-            pass
-
-    return op.execute({"ti": TaskInstance()})
 
 
 def test_postgres_values_reach_kumulos_as_json(kumulos_connection: KumulosEmulator, warehouse: Any) -> None:
