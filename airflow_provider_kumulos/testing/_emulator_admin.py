@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
 ADMIN_PREFIX = "/_emulator"
-_FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift"}
+_FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift", "outage"}
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -48,6 +48,8 @@ def _configure_faults(emulator: KumulosEmulator, body: dict[str, Any]) -> None:
         )
     if "drift" in body:
         emulator.schedule_drift(**body["drift"])
+    if "outage" in body:
+        emulator.start_outage(**body["outage"])
 
 
 def _route(request: Request, emulator: KumulosEmulator) -> Response:
