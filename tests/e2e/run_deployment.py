@@ -28,16 +28,27 @@ from pathlib import Path
 from types import FrameType
 
 from e2e_airflow import USERNAME, AirflowDeployment
+from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
+from e2e_sensors import sensor_burst
 from e2e_services import start_emulator, start_moto, start_redis
 from e2e_storage import ObjectReader
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_IDS = ("kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboarding", "kumulos_parallel_export")
+DAG_IDS = (
+    "kumulos_export_users",
+    "kumulos_segment_refresh",
+    "kumulos_onboarding",
+    "kumulos_parallel_export",
+    "kumulos_e2e_sensor_burst",
+    "kumulos_e2e_export_resume",
+    "kumulos_e2e_export_outage",
+    "kumulos_e2e_bulk_worker_lost",
+)
 BUCKET = "kumulos-e2e"
 API_KEY = "e2e-api-key"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -47,6 +58,12 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500, help="users the emulator serves (default 500)")
     parser.add_argument("--celery", action="store_true", help="repeat the parallel export on CeleryExecutor")
+    parser.add_argument(
+        "--chaos",
+        choices=("0", "1", "only"),
+        default="1",
+        help="fault scenarios after the regular checks (needs --celery); 'only' skips the regular checks",
+    )
     parser.add_argument(
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
     )
@@ -139,6 +156,9 @@ def _scan_for_secret(secret: str, *folders: Path) -> None:
 
 def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, figures: Figures) -> None:
     clock = Stopwatch(figures)
+    chaos = args.chaos != "0"
+    if chaos and not args.celery:
+        raise DeploymentError("the fault scenarios need the CeleryExecutor part (--celery)")
     venv_bin = Path(sys.executable).parent
     server_key = secrets.token_urlsafe(24)
     postgres = PostgresCluster(run_dir, services.log_dir)
@@ -150,8 +170,16 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             reader = ObjectReader(s3_endpoint)
             reader.s3.create_bucket(Bucket=BUCKET)
         env = _provider_env(emulator_url, server_key, s3_endpoint)
+        if chaos:
+            env.update(AIRFLOW_SETTINGS)
         deployment = AirflowDeployment(
-            venv_bin, run_dir, services, postgres.sqlalchemy_url, REPO / "example_dags", env
+            venv_bin,
+            run_dir,
+            services,
+            postgres.sqlalchemy_url,
+            REPO / "example_dags",
+            env,
+            extra_dag_folders={"e2e-dags": Path(__file__).parent / "dags"},
         )
         with clock.phase("airflow db migrate"):
             deployment.migrate()
@@ -164,21 +192,30 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             with clock.phase("parse DAGs"):
                 _wait_for_dags(api, services)
             checks = Checks(api, emulator, reader, figures, services.check_alive)
-            with clock.phase("kumulos_export_users"):
-                checks.export_users()
-            with clock.phase("kumulos_parallel_export (LocalExecutor)"):
-                checks.parallel_export("parallel export (LocalExecutor)")
-            with clock.phase("kumulos_onboarding"):
-                checks.onboarding()
-            with clock.phase("kumulos_segment_refresh"):
-                checks.segment_refresh()
+            regular = args.chaos != "only"
+            if regular:
+                with clock.phase("kumulos_export_users"):
+                    checks.export_users()
+                with clock.phase("kumulos_parallel_export (LocalExecutor)"):
+                    checks.parallel_export("parallel export (LocalExecutor)")
+                with clock.phase("kumulos_onboarding"):
+                    checks.onboarding()
+                with clock.phase("kumulos_segment_refresh"):
+                    checks.segment_refresh()
+                with clock.phase("100 deferred sensors in the triggerer"):
+                    sensor_burst(api, emulator, services, services.log_dir / "triggerer.log", figures)
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
                         start_redis(services, run_dir), workers=2, concurrency=2
                     )
-                with clock.phase("kumulos_parallel_export (CeleryExecutor)"):
-                    checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
+                if regular:
+                    with clock.phase("kumulos_parallel_export (CeleryExecutor)"):
+                        checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
+            if chaos:
+                run_all(
+                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
+                )
             _scan_for_secret(server_key, deployment.home / "logs", services.log_dir)
         finally:
             api.close()
