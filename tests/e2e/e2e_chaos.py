@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,6 +43,7 @@ AHEAD = 2
 OUTAGE_SECONDS = 30.0
 BULK_RECORDS = 5_000
 RUN_TIMEOUT = 300.0
+KILL_DAG, RESTART_DAG = "kumulos_e2e_export_resume", "kumulos_onboarding"
 TYPED_ERRORS = ("KumulosServerError", "KumulosTransportError", "KumulosRateLimitError")
 
 
@@ -60,6 +61,28 @@ class Outcome:
             f"time to recover {self.recovered_s:.1f}s, pages fetched twice {self.pages_twice}, "
             f"records sent again {self.records_again}, task tries {self.tries}"
         )
+
+
+@dataclass
+class _Killed:
+    """Scenario 1 in progress: the run, its folder, and what the kill left behind."""
+
+    run_id: str
+    folder: str
+    worker: str = ""
+    pid: int = 0
+    killed_at: float = 0.0
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Restarted:
+    """Scenario 3 in progress: the run, its user, and how the restart went."""
+
+    run_id: str
+    user_id: str
+    recovered_s: float = math.nan
+    moved: tuple[int | None, int | None] = (None, None)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -119,12 +142,17 @@ class Chaos:
         self.figures.add(f"chaos: {name}", outcome.line())
         self.figures.add(f"chaos: {name} (detail)", detail)
 
-    def _start(self, dag_id: str, conf: dict[str, Any], latency: float) -> str:
-        """A clean request log, the emulator's latency, then a manual run of ``dag_id``."""
+    def prepare(self, latency: float, dags: Iterable[str]) -> None:
+        """No faults, a clean request log, the emulator's latency, and the DAGs unpaused."""
         self.emulator.clear_faults()
         self.emulator.clear_requests()
         self.emulator.set_latency(latency)
-        self.api.unpause(dag_id)
+        for dag_id in dags:
+            self.api.unpause(dag_id)
+
+    def _start(self, dag_id: str, conf: dict[str, Any], latency: float) -> str:
+        """:meth:`prepare`, then a manual run of ``dag_id``."""
+        self.prepare(latency, [dag_id])
         return self.api.trigger(dag_id, conf)
 
     def _folder(self, name: str) -> str:
@@ -162,35 +190,24 @@ class Chaos:
         )
         return tasks
 
-    def _settle(self, quiet: float = 1.0) -> list[dict[str, Any]]:
-        """The request log once it has not grown for ``quiet`` seconds (answers in flight landed)."""
-        seen, since = len(self.emulator.requests()), time.monotonic()
-        deadline = since + 60
-        while time.monotonic() - since < quiet:
-            _require(time.monotonic() < deadline, "the emulator's request log never settled")
-            time.sleep(0.2)
-            now = len(self.emulator.requests())
-            if now != seen:
-                seen, since = now, time.monotonic()
-        return self.emulator.requests()
-
     # -- 1. task process killed mid-export ------------------------------------------------------
 
-    def task_killed(self) -> None:
-        """SIGKILL the export's task process mid-part; the scheduler's retry resumes from the task
-        state store, fetches at most one part (plus the pages ahead) again, and the parts equal an
-        undisturbed export's."""
-        dag_id, folder = "kumulos_e2e_export_resume", self._folder("resume")
-        run_id = self._start(dag_id, {"folder": folder}, latency=0.3)
+    def kill_begin(self) -> _Killed:
+        """Start the resumable export and its undisturbed twin (the log and latency are set up by
+        the caller, as scenario 3 runs alongside)."""
+        folder = self._folder("resume")
+        return _Killed(self.api.trigger(KILL_DAG, {"folder": folder}), folder)
+
+    def kill_fault(self, run: _Killed) -> None:
+        """SIGKILL the export's task process once two parts are done and the third half fetched."""
         task = wait_for(
             "the export's first try to run",
-            lambda: self._running(dag_id, run_id, "export"),
+            lambda: self._running(KILL_DAG, run.run_id, "export"),
             timeout=120,
             services=self.services,
             interval=0.2,
         )
-        worker = self._worker_of(task.pid or 0)
-        # Two parts done, the third part half fetched.
+        run.worker = self._worker_of(task.pid or 0)
         wait_for(
             "the export to reach the middle of its third part",
             lambda: (
@@ -200,22 +217,26 @@ class Chaos:
             interval=0.05,
         )
         os.kill(task.pid or 0, signal.SIGKILL)
-        killed_at = time.time()
+        run.killed_at, run.pid = time.time(), task.pid or 0
         _require(
-            self.api.task_run(dag_id, run_id, "export").state != "success",
+            self.api.task_run(KILL_DAG, run.run_id, "export").state != "success",
             "the export had finished before the kill",
         )
-        checkpoint = wait_for(
+        run.checkpoint = wait_for(
             "the checkpoint in the task state store",
-            lambda: self._checkpoint(dag_id, run_id, "export"),
+            lambda: self._checkpoint(KILL_DAG, run.run_id, "export"),
             timeout=30,
         )
         _require(
-            not any(key.endswith("_manifest.json") for key in self._keys(f"{folder}/killed")),
+            not any(key.endswith("_manifest.json") for key in self._keys(f"{run.folder}/killed")),
             "a manifest was published by the killed attempt",
         )
-        tasks = self._finish(dag_id, run_id)
-        tries = self.api.tries(dag_id, run_id, "export")
+
+    def kill_finish(self, run: _Killed) -> None:
+        """The retry resumed from the task state store, fetched at most one part (plus the pages
+        ahead) again, and its parts equal the undisturbed export's."""
+        tasks = self._finish(KILL_DAG, run.run_id)
+        tries = self.api.tries(KILL_DAG, run.run_id, "export")
         _require(
             len(tries) == 2 and tries[0].state == "failed",
             f"expected one failed try then a success, got {[(t.try_number, t.state) for t in tries]}",
@@ -227,9 +248,8 @@ class Chaos:
         before = [e for e in entries if _utc(e["timestamp"]) < retry_start]
         after = [e for e in entries if _utc(e["timestamp"]) >= retry_start]
         killed_pages, retry_pages = _pages(before, PAGE_SIZE), _pages(after, PAGE_SIZE)
-        summary = self.api.xcom(dag_id, run_id, "export")
-        resumed = int(summary["resumed_parts"])
-        parts_at_kill = len(checkpoint["parts"])
+        resumed = int(self.api.xcom(KILL_DAG, run.run_id, "export")["resumed_parts"])
+        parts_at_kill = len(run.checkpoint["parts"])
         _require(
             resumed == parts_at_kill and resumed >= 1,
             f"the retry resumed after {resumed} parts; the state store held {parts_at_kill}",
@@ -243,7 +263,8 @@ class Chaos:
             len(refetched) <= PAGES_PER_PART + AHEAD,
             f"pages fetched twice {refetched}: more than one part ({PAGES_PER_PART}) + {AHEAD} ahead",
         )
-        killed_parts, reference_parts = self._parts(f"{folder}/killed"), self._parts(f"{folder}/reference")
+        killed_parts = self._parts(f"{run.folder}/killed")
+        reference_parts = self._parts(f"{run.folder}/reference")
         _require(
             killed_parts == reference_parts,
             "the resumed export's parts differ from the undisturbed export's: "
@@ -251,17 +272,17 @@ class Chaos:
         )
         users = sum(data.count(b"\n") for _, data in killed_parts)
         _require(users == len(self.emulator.user_ids()), f"{users} users in the parts")
-        leftovers = [key for key in self._keys(f"{folder}/killed") if ".kumulos-tmp" in key]
+        leftovers = [key for key in self._keys(f"{run.folder}/killed") if ".kumulos-tmp" in key]
         finished = next(t.end for t in tasks if t.task_id == "export")
         self._report(
             "1 task process killed mid-export",
             Outcome(
-                recovered_s=(finished - _utc(killed_at)).total_seconds() if finished else math.nan,
+                recovered_s=(finished - _utc(run.killed_at)).total_seconds() if finished else math.nan,
                 pages_twice=len(refetched),
                 records_again=0,
                 tries=str(len(tries)),
             ),
-            f"killed pid {task.pid} on {worker} after {len(killed_pages)} pages ({parts_at_kill} parts "
+            f"killed pid {run.pid} on {run.worker} after {len(killed_pages)} pages ({parts_at_kill} parts "
             f"checkpointed); retry on {tries[1].hostname} resumed at page {retry_pages[0]}, fetched "
             f"{len(retry_pages)} pages; {len(killed_parts)} parts equal to the undisturbed export's; "
             f"{len(leftovers)} temporary object(s) left by the killed attempt",
@@ -310,7 +331,7 @@ class Chaos:
         )
         failures = self._folder("bulk/failures.jsonl")
         conf = {"source": f"s3://aws_default@{self.bucket}/{source_key}", "failures": failures}
-        run_id = self._start(dag_id, conf, latency=0.01)
+        run_id = self._start(dag_id, conf, latency=0.005)
         task = wait_for(
             "the bulk write to run",
             lambda: self._running(dag_id, run_id, "set_attributes"),
@@ -386,57 +407,71 @@ class Chaos:
 
     # -- 3. triggerer restarted while the sensor is deferred -----------------------------------
 
-    def triggerer_restart(self) -> None:
-        """Stop the triggerer under a deferred sensor and start it again: the trigger is rebuilt from
-        the database, completes when the user appears, and the downstream tasks run exactly once."""
-        dag_id, user_id = "kumulos_onboarding", f"e2e-restart-{self.tag}"
-        run_id = self._start(dag_id, {"user_id": user_id}, latency=0.0)
+    def restart_begin(self) -> _Restarted:
+        """Start an onboarding run for a user that does not exist yet."""
+        user_id = f"e2e-restart-{self.tag}"
+        return _Restarted(self.api.trigger(RESTART_DAG, {"user_id": user_id}), user_id)
+
+    def restart_fault(self, run: _Restarted) -> None:
+        """Stop the triggerer under the deferred sensor, start it again, and wait until the new one
+        has rebuilt the trigger from the database and polled."""
         sensor = wait_for(
             "the sensor to be deferred and claimed by the triggerer",
-            lambda: self._claimed(run_id, exclude=None),
+            lambda: self._claimed(run.run_id, exclude=None),
             timeout=120,
             services=self.services,
         )
-        wait_for("the triggerer to poll", lambda: True if self._misses(user_id) >= 2 else None, timeout=60)
+        wait_for(
+            "the triggerer to poll", lambda: True if self._misses(run.user_id) >= 2 else None, timeout=60
+        )
         stopped = self.deployment.stop_component("triggerer")
         stopped_at = time.monotonic()
         _require(
-            self.api.task_run(dag_id, run_id, "wait_for_user").state == "deferred",
+            self.api.task_run(RESTART_DAG, run.run_id, "wait_for_user").state == "deferred",
             "the sensor left the deferred state when the triggerer stopped",
         )
-        misses_before = self._misses(user_id)
+        misses_before = self._misses(run.user_id)
         self.deployment.start_again(stopped, "triggerer-restarted", "triggerer")
         reclaimed = wait_for(
             "the trigger to be claimed by the new triggerer",
-            lambda: self._claimed(run_id, exclude=sensor.triggerer_id),
+            lambda: self._claimed(run.run_id, exclude=sensor.triggerer_id),
             timeout=120,
             services=self.services,
         )
         wait_for(
             "the new triggerer to poll",
-            lambda: True if self._misses(user_id) > misses_before else None,
+            lambda: True if self._misses(run.user_id) > misses_before else None,
             timeout=60,
         )
-        recovered_s = time.monotonic() - stopped_at
-        self.emulator.add_user(user_id, {"source": "e2e-restart"})
-        tasks = self._finish(dag_id, run_id)
+        run.recovered_s = time.monotonic() - stopped_at
+        run.moved = (sensor.triggerer_id, reclaimed.triggerer_id)
+
+    def restart_finish(self, run: _Restarted) -> None:
+        """Create the user: the sensor completes and each downstream task runs exactly once."""
+        self.emulator.add_user(run.user_id, {"source": "e2e-restart"})
+        tasks = self._finish(RESTART_DAG, run.run_id)
         writes = [
             (e["method"], e["status"])
             for e in self.emulator.requests()
-            if e.get("identifier") == user_id and e["method"] in ("PUT", "DELETE")
+            if e.get("identifier") == run.user_id and e["method"] in ("PUT", "DELETE")
         ]
-        _require(writes == [("PUT", 200), ("DELETE", 204)], f"downstream writes for {user_id}: {writes}")
-        tries = {t.task_id: len(self.api.tries(dag_id, run_id, t.task_id)) for t in tasks}
+        _require(writes == [("PUT", 200), ("DELETE", 204)], f"downstream writes for {run.user_id}: {writes}")
+        tries = {t.task_id: len(self.api.tries(RESTART_DAG, run.run_id, t.task_id)) for t in tasks}
         _require(all(count == 1 for count in tries.values()), f"tasks ran more than once: {tries}")
         self._report(
             "3 triggerer restarted under a deferred sensor",
-            Outcome(recovered_s=recovered_s, pages_twice=0, records_again=0, tries=str(tries)),
-            f"trigger moved from triggerer {sensor.triggerer_id} to {reclaimed.triggerer_id}; "
-            f"{self._misses(user_id)} lookups answered 404 before the user existed; one PUT, one DELETE",
+            Outcome(
+                recovered_s=run.recovered_s,
+                pages_twice=0,
+                records_again=0,
+                tries=", ".join(f"{task} {count}" for task, count in tries.items()),
+            ),
+            f"trigger moved from triggerer {run.moved[0]} to {run.moved[1]}; "
+            f"{self._misses(run.user_id)} lookups answered 404 before the user existed; one PUT, one DELETE",
         )
 
     def _claimed(self, run_id: str, exclude: int | None) -> TaskRun | None:
-        sensor = self.api.task_run("kumulos_onboarding", run_id, "wait_for_user")
+        sensor = self.api.task_run(RESTART_DAG, run_id, "wait_for_user")
         if sensor.state in ("failed", "upstream_failed", "up_for_retry", "success"):
             raise DeploymentError(f"the sensor is {sensor.state} while its user does not exist")
         claimed = sensor.state == "deferred" and sensor.triggerer_id is not None
@@ -457,7 +492,7 @@ class Chaos:
         dag_id = "kumulos_parallel_export"
         users = len(self.emulator.user_ids())
         page_size = math.ceil(users / 16)  # 16 pages: 4 partitions of 4
-        run_id = self._start(dag_id, {"partitions": 4, "page_size": page_size}, latency=0.4)
+        run_id = self._start(dag_id, {"partitions": 4, "page_size": page_size}, latency=0.25)
         wait_for(
             "a partition to run",
             lambda: (
@@ -560,10 +595,16 @@ class Chaos:
 
 
 def run_all(chaos: Chaos, phase: Callable[[str], Any]) -> None:
-    """Every scenario in order; the worker is lost last (the run continues on one worker)."""
+    """Every scenario; 1 and 3 run side by side (they disturb different components and their
+    requests are told apart in the log), the worker is lost last (the run ends on one worker)."""
+    with phase("chaos 1 + 3: task process killed, triggerer restarted"):
+        chaos.prepare(latency=0.3, dags=(KILL_DAG, RESTART_DAG))
+        killed, restarted = chaos.kill_begin(), chaos.restart_begin()
+        chaos.kill_fault(killed)
+        chaos.restart_fault(restarted)
+        chaos.kill_finish(killed)
+        chaos.restart_finish(restarted)
     for name, scenario in (
-        ("chaos 1: task process killed mid-export", chaos.task_killed),
-        ("chaos 3: triggerer restart", chaos.triggerer_restart),
         ("chaos 4: scheduler restart", chaos.scheduler_restart),
         ("chaos 5: API outage", chaos.api_outage),
         ("chaos 2: Celery worker lost", chaos.worker_lost),
