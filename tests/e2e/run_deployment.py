@@ -193,6 +193,7 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 _wait_for_dags(api, services)
             checks = Checks(api, emulator, reader, figures, services.check_alive)
             regular = args.chaos != "only"
+            blocked = None
             if regular:
                 with clock.phase("kumulos_export_users"):
                     checks.export_users()
@@ -203,7 +204,9 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 with clock.phase("kumulos_segment_refresh"):
                     checks.segment_refresh()
                 with clock.phase("100 deferred sensors in the triggerer"):
-                    sensor_burst(api, emulator, services, services.log_dir / "triggerer.log", figures)
+                    blocked = sensor_burst(
+                        api, emulator, services, services.log_dir / "triggerer.log", figures
+                    )
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
@@ -217,6 +220,8 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                     Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
                 )
             _scan_for_secret(server_key, deployment.home / "logs", services.log_dir)
+            if blocked:
+                raise DeploymentError(blocked)
         finally:
             api.close()
             emulator.close()
