@@ -113,7 +113,7 @@ def test_kill_reaches_processes_in_another_process_group(tmp_path: Path) -> None
     )
     child = int(child_pid_file.read_text())
     try:
-        assert os.getpgid(child) != service.pid
+        wait_for("the child's own group", lambda: True if os.getpgid(child) == child else None, 10)
         assert child in descendants(service.pid)
         killed = services.kill(service)
     finally:
