@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -248,10 +249,25 @@ def main() -> int:
     except BaseException as exc:
         print(services.tails(), file=sys.stderr)
         traceback.print_exc()
+        figures.add("CPU time", _cpu_time())
+        print(f"[e2e] figures so far:\n{figures.render()}", flush=True)
         print(f"[e2e] FAILED: {exc}\n[e2e] logs: {log_dir}", file=sys.stderr, flush=True)
         return 1
+    figures.add("CPU time", _cpu_time())
     print(f"[e2e] deployment test passed (logs: {log_dir})\n{figures.render()}", flush=True)
     return 0
+
+
+def _cpu_time() -> str:
+    """CPU seconds used by this driver and every process it started and reaped (PostgreSQL, which
+    detaches, excluded): on an idle machine the run cannot take less than this over the cores."""
+    used = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    cores = os.cpu_count() or 1
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{used:.0f}s user+system, i.e. at least {used / cores:.0f}s on {cores} idle cores (load average {load})"
 
 
 if __name__ == "__main__":
