@@ -512,11 +512,12 @@ class Chaos:
             interval=0.3,
         )
         name = next(s.name for s in self.services.services if s.name.startswith("scheduler"))
-        stopped = self.deployment.stop_component(name)
-        stopped_at = time.monotonic()
         running_at_stop = [
             t.label for t in self.api.task_runs(dag_id, run_id) if t.state in ("running", "queued")
         ]
+        _require(bool(running_at_stop), "every partition had finished before the scheduler was stopped")
+        stopped = self.deployment.stop_component(name)
+        stopped_at = time.monotonic()
         self.deployment.start_again(stopped, "scheduler-restarted", "scheduler")
         recovered_s = time.monotonic() - stopped_at
         tasks = self._finish(dag_id, run_id)
