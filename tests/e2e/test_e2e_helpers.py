@@ -122,3 +122,24 @@ def test_kill_reaches_processes_in_another_process_group(tmp_path: Path) -> None
     assert not service.alive()
     wait_for("the child to die", lambda: True if not _running(child) else None, 5, interval=0.05)
     assert (tmp_path / "pgids").read_text() == ""
+
+
+def test_the_deployment_test_dags_parse(airflow_home: Path) -> None:
+    """The sensor burst's and the fault scenarios' DAGs, checked here rather than mid-deployment."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # older Airflow 3 releases
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+    bag = DagBag(str(Path(__file__).with_name("dags")))
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {
+        "kumulos_e2e_sensor_burst",
+        "kumulos_e2e_export_resume",
+        "kumulos_e2e_export_outage",
+        "kumulos_e2e_bulk_worker_lost",
+    }
+    burst = bag.dags["kumulos_e2e_sensor_burst"]
+    assert burst.params["count"] == 100 and burst.max_active_tasks >= 100
+    resume = bag.dags["kumulos_e2e_export_resume"]
+    assert resume.get_task("export").retries >= 1 and resume.get_task("reference").retries == 0
