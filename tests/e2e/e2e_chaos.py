@@ -550,7 +550,7 @@ class Chaos:
         outage publishes the complete file; nothing is published before."""
         dag_id, folder = "kumulos_e2e_export_outage", self._folder("outage")
         target = f"{folder}/users.jsonl"
-        run_id = self._start(dag_id, {"folder": folder}, latency=0.1)
+        run_id = self._start(dag_id, {"folder": folder}, latency=0.2)
         wait_for(
             "the export to be under way",
             lambda: True if len(_pages(self.emulator.requests(), PAGE_SIZE)) >= 5 else None,
