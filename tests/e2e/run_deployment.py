@@ -2,11 +2,12 @@
 
 Starts PostgreSQL (metadata DB), moto's S3 server, the Kumulos emulator, and Airflow's api-server,
 scheduler (LocalExecutor), dag-processor and triggerer as separate processes; triggers the DAGs
-through the authenticated REST API and checks the results; optionally repeats the parallel export
-on the CeleryExecutor with two workers (Redis broker). Everything is stopped at the end, however the
-run ends. Not collected by pytest: run it as
+through the authenticated REST API and checks the results; runs 100 deferred sensors through the
+triggerer at once (``e2e_sensors``); optionally repeats the parallel export on the CeleryExecutor
+with two workers (Redis broker) and then injects production faults (``e2e_chaos``). Everything is
+stopped at the end, however the run ends. Not collected by pytest: run it as
 
-    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--users N] [--run-dir DIR]
+    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--chaos 0|1|only] [--users N] [--run-dir DIR]
 
 (``.ci/e2e.sh`` builds ``.venv-e2e`` and calls this).
 """
