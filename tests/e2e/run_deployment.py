@@ -160,7 +160,7 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
     clock = Stopwatch(figures)
     chaos = args.chaos != "0"
     if chaos and not args.celery:
-        raise DeploymentError("the fault scenarios need the CeleryExecutor part (--celery)")
+        raise DeploymentError("the fault scenarios need the CeleryExecutor part: add --celery, or --chaos 0")
     venv_bin = Path(sys.executable).parent
     server_key = secrets.token_urlsafe(24)
     postgres = PostgresCluster(run_dir, services.log_dir)
