@@ -4,7 +4,8 @@
 # parallel export again on CeleryExecutor with two workers and Redis). See docs/deployment.md.
 #
 # Environment knobs:
-#   KUMULOS_E2E_CELERY=0     skip the CeleryExecutor repeat (default 1)
+#   KUMULOS_E2E_CELERY=0     skip the CeleryExecutor repeat and the fault scenarios (default 1)
+#   KUMULOS_E2E_CHAOS=0      skip the fault scenarios; "only" runs them without the regular checks (default 1)
 #   KUMULOS_E2E_USERS=N      users served by the emulator (default 500)
 #   KUMULOS_E2E_TIMEOUT=S    hard limit for the whole driver in seconds (default 1200)
 #   KUMULOS_E2E_RUN_DIR=DIR  scratch directory, logs are kept there (default: a new temp dir)
@@ -12,6 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 CELERY="${KUMULOS_E2E_CELERY:-1}"
+CHAOS="${KUMULOS_E2E_CHAOS:-1}"
 USERS="${KUMULOS_E2E_USERS:-500}"
 LIMIT="${KUMULOS_E2E_TIMEOUT:-1200}"
 RUN_DIR="${KUMULOS_E2E_RUN_DIR:-$(mktemp -d -t kumulos-e2e-XXXXXX)}"
@@ -75,7 +77,9 @@ fi
 
 args=(--users "$USERS" --run-dir "$RUN_DIR")
 if [ "$CELERY" = "1" ]; then
-    args+=(--celery)
+    args+=(--celery --chaos "$CHAOS")
+else
+    args+=(--chaos 0)
 fi
 echo "[e2e] deployment test (limit ${LIMIT}s, run dir $RUN_DIR)"
 timeout --signal=TERM --kill-after=60 "$LIMIT" "$E2E_VENV/bin/python" tests/e2e/run_deployment.py "${args[@]}"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
 ADMIN_PREFIX = "/_emulator"
-_FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift"}
+_FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift", "outage"}
 #: A path segment of a route that matches any one (percent-decoded) segment: the user identifier.
 _ID = "{id}"
 
@@ -82,6 +82,8 @@ def _configure_faults(emulator: KumulosEmulator, body: dict[str, Any]) -> None:
         )
     if "drift" in body:
         emulator.schedule_drift(**body["drift"])
+    if "outage" in body:
+        emulator.start_outage(**body["outage"])
 
 
 def _missing(identifier: str) -> Response:
@@ -191,7 +193,8 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
         "POST",
         "/faults",
         "any of `script` (list of faults, with `method`, `path_prefix`, `page`), `rates`, `latency`, "
-        '`reject` (`{"id": [status, body]}`), `drift` (`after_requests`, `add`, `remove`)',
+        '`reject` (`{"id": [status, body]}`), `drift` (`after_requests`, `add`, `remove`), '
+        '`outage` (`seconds`, `status`)',
         "204",
         _set_faults,
     ),

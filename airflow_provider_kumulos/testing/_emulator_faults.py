@@ -1,9 +1,10 @@
-"""Fault injection for the emulator: scripted faults, random fault rates, rejected users, latency."""
+"""Fault injection for the emulator: scripted faults, random fault rates, outages, rejected users, latency."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -144,6 +145,7 @@ class FaultPlan:
             self._rates: FaultRates | None = None
             self._rng = random.Random(0)
             self._rejections: dict[str, tuple[int, Any]] = {}
+            self._outage: tuple[float, Fault] | None = None
             self.latency = self._initial_latency
 
     def script(
@@ -161,6 +163,20 @@ class FaultPlan:
                 raise TypeError(f"expected Fault, got {type(fault).__name__}")
         with self._lock:
             self._scripts.append(_Script(method.upper() if method else None, path_prefix, queue, page))
+
+    def outage(self, seconds: float, status: int = 503, retry_after: int | str | None = None) -> None:
+        """Answer every API request with ``status`` for the next ``seconds`` (the whole service down);
+        0 ends an outage early. Scripted and random faults wait until it is over."""
+        if seconds < 0:
+            raise ValueError("an outage needs a duration >= 0 seconds")
+        fault = Fault.status_code(status, retry_after)
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, fault) if seconds > 0 else None
+
+    def outage_remaining(self) -> float:
+        """Seconds left of the current outage (0 when there is none)."""
+        with self._lock:
+            return 0.0 if self._outage is None else max(0.0, self._outage[0] - time.monotonic())
 
     def set_rates(self, rates: FaultRates, seed: int) -> None:
         """Inject random faults with these probabilities (seeded, so runs repeat)."""
@@ -184,9 +200,14 @@ class FaultPlan:
         return [rates.error_5xx, rates.rate_limit, rates.drop, rates.slow, rates.truncated, rates.non_json]
 
     def next_fault(self, method: str, path: str, page: int | None = None) -> Fault | None:
-        """Consume the fault for one request (``page``: the users page it asks for): scripted
-        first, then random by rate."""
+        """Consume the fault for one request (``page``: the users page it asks for): an outage
+        first, then scripted faults, then random by rate."""
         with self._lock:
+            if self._outage is not None:
+                until, fault = self._outage
+                if time.monotonic() < until:
+                    return fault
+                self._outage = None
             for script in self._scripts:
                 if script.faults and script.matches(method, path, page):
                     return script.faults.popleft()

@@ -297,6 +297,10 @@ class KumulosEmulator:
         Replaces earlier rejections (pass ``{}`` to clear)."""
         self._faults.reject({ident: (status, body) for ident, (status, body) in rejections.items()})
 
+    def start_outage(self, seconds: float, status: int = 503, retry_after: int | str | None = None) -> None:
+        """Answer every API request with ``status`` for the next ``seconds`` (0 ends it early)."""
+        self._faults.outage(seconds, status, retry_after)
+
     def set_latency(self, seconds: float) -> None:
         """Delay every API answer by ``seconds``."""
         if seconds < 0:
@@ -312,7 +316,7 @@ class KumulosEmulator:
         self._store.schedule_drift(after_requests, add or [], remove or [])
 
     def clear_faults(self) -> None:
-        """Back to normal: no scripted or random faults, rejections, drift or added latency."""
+        """Back to normal: no outage, scripted or random faults, rejections, drift or added latency."""
         self._faults.clear()
         self._store.clear_drift()
 

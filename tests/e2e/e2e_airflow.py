@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from e2e_procs import ServiceGroup, free_port, run_checked, wait_for
+from e2e_procs import Service, ServiceGroup, free_port, run_checked, wait_for
 
 USERNAME = "e2e-admin"
 CELERY_EXECUTOR = "airflow.providers.celery.executors.celery_executor.CeleryExecutor"
 CORE_COMPONENTS = ("scheduler", "triggerer", "dag_processor")
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 class AirflowDeployment:
@@ -32,7 +33,10 @@ class AirflowDeployment:
         dags_folder: Path,
         extra_env: Mapping[str, str],
         parallelism: int = 8,
+        extra_dag_folders: Mapping[str, Path] | None = None,
     ) -> None:
+        """``dags_folder`` is the ``dags-folder`` bundle; ``extra_dag_folders`` maps more bundle names
+        to folders (each a local DAG bundle)."""
         self.venv_bin = venv_bin
         self.services = services
         self.home = run_dir / "airflow-home"
@@ -67,6 +71,13 @@ class AirflowDeployment:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}}]
+                + [
+                    {"name": name, "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(folder)}}
+                    for name, folder in (extra_dag_folders or {}).items()
+                ]
+            ),
         }
 
     def _airflow(self, *args: str) -> list[str]:
@@ -88,8 +99,26 @@ class AirflowDeployment:
             services=self.services,
         )
 
-    def _healthy(self, since: datetime | None) -> bool | None:
-        """True once every component is healthy (and the scheduler has beaten after ``since``)."""
+    def stop_component(self, name: str) -> Service:
+        """Stop a running component (SIGTERM, as a restart does); returns the stopped service."""
+        service = self.services.get(name)
+        self.services.stop(service)
+        return service
+
+    def start_again(self, stopped: Service, name: str, component: str) -> None:
+        """Start a stopped component again under ``name`` (its own log file) and wait until the API
+        reports it healthy with a heartbeat from after now."""
+        started = datetime.now(timezone.utc)
+        self.services.start(name, stopped.argv, stopped.env)
+        wait_for(
+            f"{name} to report healthy",
+            lambda: self._healthy(since=started, component=component),
+            timeout=180,
+            services=self.services,
+        )
+
+    def _healthy(self, since: datetime | None, component: str = "scheduler") -> bool | None:
+        """True once every component is healthy (and ``component`` has beaten after ``since``)."""
         try:
             body = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=5.0, trust_env=False).json()
         except (httpx.HTTPError, ValueError):
@@ -97,7 +126,7 @@ class AirflowDeployment:
         states = [body.get(name, {}).get("status") for name in ("metadatabase", *CORE_COMPONENTS)]
         if not all(state == "healthy" for state in states):
             return None
-        beat = body["scheduler"].get("latest_scheduler_heartbeat")
+        beat = body[component].get(f"latest_{component}_heartbeat")
         if since is not None and (beat is None or datetime.fromisoformat(beat) <= since):
             return None
         return True

@@ -101,7 +101,7 @@ class Checks:
             raise DeploymentError(f"{dag_id} run {run_id} ended {state}: {listing}")
         return RunResult(dag_id, run_id, time.monotonic() - started, tasks)
 
-    def _covers_every_user_once(self, paths: list[str]) -> int:
+    def covers_every_user_once(self, paths: list[str]) -> int:
         """The JSON Lines files at ``paths`` hold each emulator user exactly once; returns the count."""
         exported: Counter[str] = Counter()
         for path in paths:
@@ -126,7 +126,7 @@ class Checks:
         for kind, start in (("scheduled", self.scheduled_run), ("triggered", self.run_dag)):
             result = start("kumulos_export_users")
             summary = self.api.xcom(result.dag_id, result.run_id, "export_users")
-            users = self._covers_every_user_once([summary["path"]])
+            users = self.covers_every_user_once([summary["path"]])
             _require(
                 summary["users_written"] == users,
                 f"summary says {summary['users_written']}, file has {users}",
@@ -167,7 +167,7 @@ class Checks:
         )
         manifest = json.loads(self.reader.read(summary["manifest"]))
         files = [file["path"] for partition in manifest["partitions"] for file in partition["files"]]
-        exported = self._covers_every_user_once(files)
+        exported = self.covers_every_user_once(files)
         self.figures.add(f"{label}: run", f"{result.seconds:.1f}s from trigger to success")
         self.figures.add(
             f"{label}: partitions",

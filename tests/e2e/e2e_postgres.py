@@ -110,6 +110,20 @@ class PostgresCluster:
             timeout=60,
         )
 
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Rows of one read-only statement against the metadata database (as Airflow's role)."""
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=ROLE, password=self.password, dbname=DATABASE
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, tuple(params))
+                return list(cursor.fetchall())
+        finally:
+            connection.close()
+
     def stop(self) -> None:
         if self.started:
             run_checked(

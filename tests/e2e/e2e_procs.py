@@ -6,6 +6,7 @@ every service is stopped (whole process group, SIGTERM then SIGKILL) however the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -117,6 +118,23 @@ class ServiceGroup:
         self.services.remove(service)
         self._record()
 
+    def get(self, name: str) -> Service:
+        """The running service called ``name``."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise DeploymentError(f"no running service called {name!r}")
+
+    def kill(self, service: Service) -> list[int]:
+        """SIGKILL the service and every process it started, whatever their process group (a lost
+        machine: nothing gets to clean up). Returns the pids killed."""
+        killed = kill_tree(service.pid)
+        if service.process is not None:
+            _group_gone(service.process, 10.0)
+        self.services.remove(service)
+        self._record()
+        return killed
+
     def stop_all(self) -> None:
         while self.services:
             self.stop(self.services[-1])
@@ -139,6 +157,34 @@ class ServiceGroup:
 
 def _tail_file(path: Path, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it, from ``/proc`` (children may sit in other groups)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def kill_tree(pid: int) -> list[int]:
+    """Stop ``pid`` and its descendants at once (SIGSTOP first, so none reacts to another's death),
+    then SIGKILL them all; returns the pids signalled."""
+    tree = descendants(pid)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for member in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, sig)
+    return tree
 
 
 def wait_for(

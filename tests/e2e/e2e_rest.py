@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +30,7 @@ class TaskRun:
     hostname: str | None
     trigger_classpath: str | None = None
     triggerer_id: int | None = None
+    try_number: int = 0
 
     @property
     def label(self) -> str:
@@ -45,6 +48,7 @@ class TaskRun:
             hostname=item.get("hostname"),
             trigger_classpath=(item.get("trigger") or {}).get("classpath"),
             triggerer_id=(item.get("trigger") or {}).get("triggerer_id"),
+            try_number=item.get("try_number") or 0,
         )
 
 
@@ -120,6 +124,44 @@ class AirflowAPI:
             params={"limit": 100},
         )
         return [TaskRun.from_api(item) for item in body["task_instances"]]
+
+    def task_states(self, dag_id: str, run_id: str, task_id: str) -> Counter[str]:
+        """How many instances of one (mapped) task are in each state, over every page of the list."""
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances"
+        states: Counter[str] = Counter()
+        offset = 0
+        while True:
+            body = self._json("GET", path, params={"task_id": task_id, "limit": 100, "offset": offset})
+            states.update(str(item["state"]) for item in body["task_instances"])
+            offset += len(body["task_instances"])
+            if not body["task_instances"] or offset >= body["total_entries"]:
+                return states
+
+    def task_run(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> TaskRun:
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
+        return TaskRun.from_api(self._json("GET", path if map_index < 0 else f"{path}/{map_index}"))
+
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[TaskRun]:
+        """Every try of one task instance (finished tries from the history, then the current one)."""
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
+        body = self._json("GET", f"{path}/tries" if map_index < 0 else f"{path}/{map_index}/tries")
+        return sorted(
+            (TaskRun.from_api(item) for item in body["task_instances"]), key=lambda run: run.try_number
+        )
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """One try's whole task log as text (the API's structured lines, one per line)."""
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
+        body = self._json(
+            "GET",
+            f"{path}/logs/{try_number}",
+            params={"full_content": "true", "map_index": map_index},
+            headers={"Accept": "application/json"},
+        )
+        content = body.get("content")
+        if isinstance(content, list):
+            return "\n".join(line if isinstance(line, str) else json.dumps(line) for line in content)
+        return str(content)
 
     def xcom(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"

@@ -9,7 +9,6 @@ request log must then show requests for exactly those users.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import date, timedelta
@@ -34,16 +33,6 @@ UPDATED = (10, 50, 90, 130, 170)
 DELETED = 200
 TOUCHED = 20
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
-
-
-def bundle_env() -> dict[str, str]:
-    """Airflow settings adding ``tests/e2e/dags`` as a second DAG bundle beside the DAGs folder."""
-    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
-    bundles = [
-        {"name": "dags-folder", "classpath": local, "kwargs": {}},
-        {"name": "e2e-dags", "classpath": local, "kwargs": {"path": str(TEST_DAGS)}},
-    ]
-    return {"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles)}
 
 
 def _require(condition: bool, message: str) -> None:

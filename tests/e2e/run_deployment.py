@@ -2,11 +2,12 @@
 
 Starts PostgreSQL (metadata DB), moto's S3 server, the Kumulos emulator, and Airflow's api-server,
 scheduler (LocalExecutor), dag-processor and triggerer as separate processes; triggers the DAGs
-through the authenticated REST API and checks the results; optionally repeats the parallel export
-on the CeleryExecutor with two workers (Redis broker). Everything is stopped at the end, however the
-run ends. Not collected by pytest: run it as
+through the authenticated REST API and checks the results; runs 100 deferred sensors through the
+triggerer at once (``e2e_sensors``); optionally repeats the parallel export on the CeleryExecutor
+with two workers (Redis broker) and then injects production faults (``e2e_chaos``). Everything is
+stopped at the end, however the run ends. Not collected by pytest: run it as
 
-    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--users N] [--run-dir DIR]
+    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--chaos 0|1|only] [--users N] [--run-dir DIR]
 
 (``.ci/e2e.sh`` builds ``.venv-e2e`` and calls this).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -28,17 +30,29 @@ from pathlib import Path
 from types import FrameType
 
 from e2e_airflow import USERNAME, AirflowDeployment
+from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
+from e2e_sensors import sensor_burst
 from e2e_services import start_emulator, start_moto, start_redis
 from e2e_storage import ObjectReader
-from e2e_warehouse import WarehouseSync, bundle_env
+from e2e_warehouse import WarehouseSync
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_IDS = ("kumulos_export_users", "kumulos_segment_refresh", "kumulos_onboarding", "kumulos_parallel_export")
+DAG_IDS = (
+    "kumulos_export_users",
+    "kumulos_segment_refresh",
+    "kumulos_onboarding",
+    "kumulos_parallel_export",
+    "kumulos_e2e_sensor_burst",
+    "kumulos_e2e_export_resume",
+    "kumulos_e2e_export_outage",
+    "kumulos_e2e_bulk_worker_lost",
+    "kumulos_e2e_warehouse",
+)
 BUCKET = "kumulos-e2e"
 API_KEY = "e2e-api-key"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -48,6 +62,12 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500, help="users the emulator serves (default 500)")
     parser.add_argument("--celery", action="store_true", help="repeat the parallel export on CeleryExecutor")
+    parser.add_argument(
+        "--chaos",
+        choices=("0", "1", "only"),
+        default="1",
+        help="fault scenarios after the regular checks (needs --celery); 'only' skips the regular checks",
+    )
     parser.add_argument(
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
     )
@@ -146,6 +166,9 @@ def _scan_for_secret(secret: str, *folders: Path) -> None:
 
 def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, figures: Figures) -> None:
     clock = Stopwatch(figures)
+    chaos = args.chaos != "0"
+    if chaos and not args.celery:
+        raise DeploymentError("the fault scenarios need the CeleryExecutor part: add --celery, or --chaos 0")
     venv_bin = Path(sys.executable).parent
     server_key = secrets.token_urlsafe(24)
     postgres = PostgresCluster(run_dir, services.log_dir)
@@ -156,9 +179,17 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             emulator_url = start_emulator(services, venv_bin, run_dir, args.users, API_KEY, server_key)
             reader = ObjectReader(s3_endpoint)
             reader.s3.create_bucket(Bucket=BUCKET)
-        env = {**_provider_env(emulator_url, server_key, s3_endpoint, run_dir), **bundle_env()}
+        env = _provider_env(emulator_url, server_key, s3_endpoint, run_dir)
+        if chaos:
+            env.update(AIRFLOW_SETTINGS)
         deployment = AirflowDeployment(
-            venv_bin, run_dir, services, postgres.sqlalchemy_url, REPO / "example_dags", env
+            venv_bin,
+            run_dir,
+            services,
+            postgres.sqlalchemy_url,
+            REPO / "example_dags",
+            env,
+            extra_dag_folders={"e2e-dags": Path(__file__).parent / "dags"},
         )
         with clock.phase("airflow db migrate"):
             deployment.migrate()
@@ -171,24 +202,38 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
             with clock.phase("parse DAGs"):
                 _wait_for_dags(api, services)
             checks = Checks(api, emulator, reader, figures, services.check_alive)
-            with clock.phase("kumulos_export_users"):
-                checks.export_users()
-            with clock.phase("kumulos_parallel_export (LocalExecutor)"):
-                checks.parallel_export("parallel export (LocalExecutor)")
-            with clock.phase("kumulos_onboarding"):
-                checks.onboarding()
-            with clock.phase("kumulos_segment_refresh"):
-                checks.segment_refresh()
-            with clock.phase("kumulos_e2e_warehouse (Postgres, change-only sync)"):
-                WarehouseSync(checks, postgres).run()
+            regular = args.chaos != "only"
+            blocked = None
+            if regular:
+                with clock.phase("kumulos_export_users"):
+                    checks.export_users()
+                with clock.phase("kumulos_parallel_export (LocalExecutor)"):
+                    checks.parallel_export("parallel export (LocalExecutor)")
+                with clock.phase("kumulos_onboarding"):
+                    checks.onboarding()
+                with clock.phase("kumulos_segment_refresh"):
+                    checks.segment_refresh()
+                with clock.phase("kumulos_e2e_warehouse (Postgres, change-only sync)"):
+                    WarehouseSync(checks, postgres).run()
+                with clock.phase("100 deferred sensors in the triggerer"):
+                    blocked = sensor_burst(
+                        api, emulator, services, services.log_dir / "triggerer.log", figures
+                    )
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
                         start_redis(services, run_dir), workers=2, concurrency=2
                     )
-                with clock.phase("kumulos_parallel_export (CeleryExecutor)"):
-                    checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
+                if regular:
+                    with clock.phase("kumulos_parallel_export (CeleryExecutor)"):
+                        checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
+            if chaos:
+                run_all(
+                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
+                )
             _scan_for_secret(server_key, deployment.home / "logs", services.log_dir)
+            if blocked:
+                raise DeploymentError(blocked)
         finally:
             api.close()
             emulator.close()
@@ -215,10 +260,25 @@ def main() -> int:
     except BaseException as exc:
         print(services.tails(), file=sys.stderr)
         traceback.print_exc()
+        figures.add("CPU time", _cpu_time())
+        print(f"[e2e] figures so far:\n{figures.render()}", flush=True)
         print(f"[e2e] FAILED: {exc}\n[e2e] logs: {log_dir}", file=sys.stderr, flush=True)
         return 1
+    figures.add("CPU time", _cpu_time())
     print(f"[e2e] deployment test passed (logs: {log_dir})\n{figures.render()}", flush=True)
     return 0
+
+
+def _cpu_time() -> str:
+    """CPU seconds used by this driver and every process it started and reaped (PostgreSQL, which
+    detaches, excluded): on an idle machine the run cannot take less than this over the cores."""
+    used = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    cores = os.cpu_count() or 1
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{used:.0f}s user+system, i.e. at least {used / cores:.0f}s on {cores} idle cores (load average {load})"
 
 
 if __name__ == "__main__":

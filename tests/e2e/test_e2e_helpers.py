@@ -5,13 +5,14 @@ These run in the normal suite (fast, no deployment); the deployment itself runs 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
+from e2e_procs import DeploymentError, ServiceGroup, base_env, descendants, wait_for
 from e2e_timeline import overlap
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -99,3 +100,47 @@ def test_base_env_drops_airflow_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     env = base_env()
     assert "AIRFLOW__CORE__EXECUTOR" not in env
     assert env["KUMULOS_E2E_PROBE"] == "kept"
+
+
+def test_kill_reaches_processes_in_another_process_group(tmp_path: Path) -> None:
+    """A lost worker takes its task along, although Airflow puts the task in a group of its own."""
+    services = ServiceGroup(tmp_path, tmp_path / "pgids")
+    child_pid_file = tmp_path / "child.pid"
+    script = f"setsid sleep 60 & echo $! > {child_pid_file}; wait"
+    service = services.start("worker", ["/bin/sh", "-c", script], base_env())
+    wait_for(
+        "the child", lambda: (child_pid_file.exists() and child_pid_file.read_text().strip()) or None, 10
+    )
+    child = int(child_pid_file.read_text())
+    try:
+        wait_for("the child's own group", lambda: True if os.getpgid(child) == child else None, 10)
+        assert child in descendants(service.pid)
+        killed = services.kill(service)
+    finally:
+        services.stop_all()
+    assert {service.pid, child} <= set(killed)
+    assert not service.alive()
+    wait_for("the child to die", lambda: True if not _running(child) else None, 5, interval=0.05)
+    assert (tmp_path / "pgids").read_text() == ""
+
+
+def test_the_deployment_test_dags_parse(airflow_home: Path) -> None:
+    """The sensor burst's and the fault scenarios' DAGs, checked here rather than mid-deployment."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # older Airflow 3 releases
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+    bag = DagBag(str(Path(__file__).with_name("dags")))
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {
+        "kumulos_e2e_sensor_burst",
+        "kumulos_e2e_export_resume",
+        "kumulos_e2e_export_outage",
+        "kumulos_e2e_bulk_worker_lost",
+        "kumulos_e2e_warehouse",
+    }
+    burst = bag.dags["kumulos_e2e_sensor_burst"]
+    assert burst.params["count"] == 100 and burst.max_active_tasks >= 100
+    resume = bag.dags["kumulos_e2e_export_resume"]
+    assert resume.get_task("export").retries >= 1 and resume.get_task("reference").retries == 0

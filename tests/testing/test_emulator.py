@@ -581,6 +581,38 @@ def test_random_fault_rates_are_seeded(emu: KumulosEmulator, api: requests.Sessi
         emu.set_fault_rates(error_5xx=0.7, drop=0.5)
 
 
+def test_outage_answers_every_request_until_it_is_over(emu: KumulosEmulator, api: requests.Session) -> None:
+    emu.script_faults([Fault.status_code(500)])
+    emu.start_outage(0.6)
+    users = f"{emu.base_url}/v2/users?currentPage=1&numberPerPage=5"
+    during = [api.get(users), api.put(attributes_url(emu, "user-000002"), json={"x": 1})]
+    assert [(r.status_code, r.json()["status"]) for r in during] == [(503, 503), (503, 503)]
+    assert emu.get_attributes("user-000002") != {"x": 1}, "a request during the outage changed state"
+    assert requests.get(f"{emu.base_url}/_emulator/health").status_code == 200  # admin API stays up
+    time.sleep(0.7)
+    assert api.get(users).status_code == 500, "the scripted fault waited for the outage to end"
+    assert api.get(users).status_code == 200
+    logged = [(e.status, e.fault) for e in emu.requests]
+    assert logged == [(503, "status"), (503, "status"), (500, "status"), (200, None)]
+
+
+def test_outage_over_the_admin_api_and_ended_early(emu: KumulosEmulator, api: requests.Session) -> None:
+    users = f"{emu.base_url}/v2/users?currentPage=1&numberPerPage=5"
+    faults = f"{emu.base_url}/_emulator/faults"
+    assert requests.post(faults, json={"outage": {"seconds": 30, "status": 502}}).status_code == 204
+    assert api.get(users).status_code == 502
+    emu.start_outage(0)
+    assert api.get(users).status_code == 200
+    assert requests.post(faults, json={"outage": {"seconds": 30}}).status_code == 204
+    assert api.get(users).status_code == 503
+    assert requests.delete(faults).status_code == 204
+    assert api.get(users).status_code == 200
+    for bad in ({"seconds": -1}, {"seconds": 5, "status": 99}, {"minutes": 1}):
+        answer = requests.post(faults, json={"outage": bad})
+        assert answer.status_code == 422, bad
+    assert api.get(users).status_code == 200
+
+
 def test_faults_never_touch_the_admin_api(emu: KumulosEmulator) -> None:
     emu.script_faults([Fault.dropped()])
     emu.set_fault_rates(error_5xx=1.0)
