@@ -158,7 +158,7 @@ def run_http(base_url: str, page_size: int, output: Path, fmt: str, concurrency:
                     written += 1
         return written
 
-    operator = HttpOperator(
+    http_export = HttpOperator(
         task_id="http_export",
         http_conn_id="kumulos_http",
         method="GET",
@@ -169,7 +169,7 @@ def run_http(base_url: str, page_size: int, output: Path, fmt: str, concurrency:
         response_filter=write_users,
         log_response=False,
     )
-    return int(operator.execute({}))  # type: ignore[arg-type]
+    return int(http_export.execute({}))  # type: ignore[arg-type]
 
 
 CONTENDERS = {"raw": run_raw, "export": run_export, "http": run_http}

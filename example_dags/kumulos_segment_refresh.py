@@ -139,7 +139,7 @@ def kumulos_segment_refresh() -> None:
     )
     loaded >> push
 
-    @task
+    @task(multiple_outputs=True)
     def report(exported: dict[str, Any], pushed: dict[str, Any]) -> dict[str, Any]:
         """Segment sizes from the warehouse and the push's counts: one log line, and the same as XCom."""
         from airflow.providers.sqlite.hooks.sqlite import SqliteHook

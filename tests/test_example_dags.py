@@ -525,3 +525,17 @@ def test_parallel_export_rejects_a_page_size_above_the_api_limit(
         _run(dag_runner, "kumulos_parallel_export", run_conf={"page_size": 5000})
     assert kumulos_connection.requests == []
     assert not local_output.exists()
+
+
+def test_example_dags_pass_ruffs_airflow_rules() -> None:
+    """Airflow's lint rules (preview ones included, e.g. AIR202: say ``multiple_outputs`` explicitly)."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is installed with the dev extra only")
+    result = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--preview", "--select", "AIR", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
