@@ -194,7 +194,7 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
         "/faults",
         "any of `script` (list of faults, with `method`, `path_prefix`, `page`), `rates`, `latency`, "
         '`reject` (`{"id": [status, body]}`), `drift` (`after_requests`, `add`, `remove`), '
-        '`outage` (`seconds`, `status`)',
+        "`outage` (`seconds`, `status`)",
         "204",
         _set_faults,
     ),
