@@ -18,6 +18,10 @@ USERS_PATH = "/v2/users"
 MAX_PER_PAGE = 1000
 _INTEGER = re.compile(r"-?[0-9]+")
 _ATTRIBUTE_METHODS = "GET, PUT, DELETE"
+#: Deepest attribute nesting stored. Like a depth-limited JSON parser, the emulator refuses deeper
+#: objects with a 422, so whether one is stored never depends on the Python stack of the thread
+#: that handles it (copying a stored object recurses once per level).
+MAX_NESTING = 200
 _HTML_ERROR = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
     b"<body><h1>502 Bad Gateway</h1><p>The upstream server returned an invalid response.</p></body></html>\n"
@@ -70,6 +74,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _nesting(value: Any) -> int:
+    """How many objects and arrays deep ``value`` goes (iterative: it may be deeper than the stack)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, dict | list):
+            deepest = max(deepest, depth)
+            pending += [
+                (item, depth + 1) for item in (current.values() if isinstance(current, dict) else current)
+            ]
+    return deepest
+
+
 def _attributes(request: Request, store: UserStore, identifier: str) -> Response:
     """GET / PUT / DELETE ``/v1/users/{id}/attributes``."""
     if request.method == "GET":
@@ -84,10 +101,9 @@ def _attributes(request: Request, store: UserStore, identifier: str) -> Response
             return Response.json(422, {"errors": {"body": ["must be valid JSON"]}})
         if not isinstance(payload, dict):
             return Response.json(422, {"errors": {"body": ["must be a JSON object of attributes"]}})
-        try:
-            user = store.put_attributes(identifier, payload)
-        except RecursionError:  # deeper than the store can copy: refused, as a depth-limited parser would
+        if _nesting(payload) > MAX_NESTING:
             return Response.json(422, {"errors": {"body": ["is nested too deeply"]}})
+        user = store.put_attributes(identifier, payload)
         return Response.json(200, {"identifier": identifier, "attributes": user["attributes"]})
     if request.method == "DELETE":
         if not store.delete_attributes(identifier):

@@ -816,3 +816,24 @@ def test_pytest_plugin_fixtures(kumulos_connection: KumulosEmulator) -> None:
     assert len(kumulos_connection.user_ids()) == 50
     health = requests.get(f"{kumulos_connection.base_url}/_emulator/health").json()
     assert health["users"] == 50
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """An attribute object ``levels`` objects and arrays deep."""
+    value: Any = "leaf"
+    for level in range(levels - 1):
+        value = [value] if level % 2 else {"k": value}
+    return {"deep": value}
+
+
+def test_attributes_nested_deeper_than_the_bound_are_422_whatever_the_thread(
+    emu: KumulosEmulator, api: requests.Session
+) -> None:
+    from airflow_provider_kumulos.testing._emulator_api import MAX_NESTING
+
+    deep = api.put(attributes_url(emu, "user-000001"), data=json.dumps(_nested(MAX_NESTING + 1)))
+    assert (deep.status_code, deep.json()) == (422, {"errors": {"body": ["is nested too deeply"]}})
+    ok = api.put(attributes_url(emu, "user-000002"), data=json.dumps(_nested(MAX_NESTING)))
+    assert ok.status_code == 200
+    # What was stored can be read back from any thread, however deep its own stack already is.
+    assert emu.get_attributes("user-000002") == _nested(MAX_NESTING)
