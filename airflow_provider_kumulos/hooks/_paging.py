@@ -62,9 +62,10 @@ class _Fetchers:
     """``workers`` daemon threads running ``fetch(page)`` for :meth:`submit`; daemon threads so that
     a page abandoned by a failed task never holds up the task's exit.
 
-    Kept over ``ThreadPoolExecutor`` for two behaviours, not for speed: its threads start lazily
-    inside ``submit``, so the next pages' requests race each other instead of leaving in page
-    order, and its threads are joined at interpreter exit, so an abandoned request would hold it up.
+    Kept over ``ThreadPoolExecutor``, which joins its threads at interpreter exit: in
+    ``bench/export_machinery.py`` a process whose walk failed with a 5 s answer still pending exits
+    in 0.42 s with these threads, 5.41 s with the pool (up to the 60 s read timeout in general).
+    Same speed otherwise (257 vs 264 pages/s at 5 ms latency) and the same arrival order.
     """
 
     def __init__(self, fetch: Callable[[int], UsersPage], workers: int) -> None:
