@@ -445,6 +445,12 @@ class KumulosCRMAsyncHook(_KumulosHookBase):
     _shared: _clients.SharedClient | None = None
 
     async def __aenter__(self) -> KumulosCRMAsyncHook:
+        """Resolve the connection and take a share of its client, held until the block ends.
+
+        Taking it up front, not at the first request, keeps one client for hooks that start together
+        even when some finish before others send anything.
+        """
+        await self._acquire(await self.get_config())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

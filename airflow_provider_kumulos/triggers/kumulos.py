@@ -91,7 +91,6 @@ class KumulosUserTrigger(BaseTrigger):
         expected = _policy.check_attributes_match(self.attributes_match)
         loop = asyncio.get_running_loop()
         async with KumulosCRMAsyncHook(self.kumulos_conn_id) as hook:
-            await hook.get_config()  # triggers starting together share one connection lookup
             next_check = loop.time() + random.uniform(0, self.poke_interval)
             while True:
                 remaining = None if self.end_time is None else self.end_time - time.time()
