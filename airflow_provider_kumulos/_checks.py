@@ -3,12 +3,11 @@
 Each returns the value in its checked form or raises ``KumulosInputError`` naming the parameter,
 what is wrong with the value and the fix, in one message style. Each argument is checked once, at
 the layer that owns it (operators at construction, the hook for its own method arguments).
-Rendered templates arrive as strings, so ``rendered=True`` accepts their text forms as well.
+Rendered templates arrive as strings, so ``check_whole_number(..., rendered=True)`` accepts digits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -18,16 +17,11 @@ from airflow_provider_kumulos.exceptions import KumulosInputError
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
 
-
-def check_bool(parameter: str, value: object, *, rendered: bool = False) -> bool:
-    """A real bool (a string "False" would be truthy); with ``rendered``, "true"/"false" text too."""
+def check_bool(parameter: str, value: object) -> bool:
+    """A real bool (a string "False" would be truthy)."""
     if isinstance(value, bool):
         return value
-    if rendered and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
     raise KumulosInputError(parameter, f"{value!r} is not a bool", "Pass True or False.")
 
 
@@ -39,14 +33,10 @@ def check_number(
     *,
     low_open: bool = False,
     fix: str | None = None,
-    rendered: bool = False,
     unit: str = "",
 ) -> float:
     """An int or float (not a bool) in ``low``..``high``; ``low_open`` excludes ``low`` itself.
     ``unit`` names what is counted in the message ("a number of seconds >= 0")."""
-    if rendered and isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value.strip())
     bounds = (f"> {low:g}" if low_open else f">= {low:g}") + (f" and <= {high:g}" if high is not None else "")
     if (
         isinstance(value, bool)
