@@ -269,12 +269,15 @@ class Reconciler:
         self.missing_ok = missing_ok
         self.duplicates = 0
         self.drifted = 0
+        #: Attribute keys of the records seen: keys this run manages.
+        self.keys: set[str] = set()
 
     def classify(self, jobs: Sequence[Job]) -> list[str | None]:
         """Per job, the outcome to count instead of sending it, or None to send it."""
         known = self.state.classify(jobs) if self.state is not None else [False] * len(jobs)
         outcomes: list[str | None] = []
         for job, verdict, last_sent in zip(jobs, self.baseline.verdicts(jobs), known, strict=True):
+            self.keys.update(job.attributes or ())
             if verdict == REPEATED:
                 self.duplicates += 1
                 outcomes.append(None)
