@@ -494,20 +494,25 @@ _ATTRIBUTE_READERS: dict[str, Callable[[IO[bytes], str], Iterator[tuple[str, Sto
 EXACT_ATTRIBUTES = frozenset({"jsonl", "json", "parquet"})
 
 
-def sniff_format(path: ObjectStoragePath) -> tuple[str, str | None]:
+def sniff_format(path: ObjectStoragePath, parameter: str) -> tuple[str, str | None]:
     """``(format, compression)`` of an export file, from its first bytes (a file may have any name)."""
-    with path.fs.open(path.path, "rb") as raw:
-        head = raw.read(4)
-        compression = "gzip" if head[:2] == b"\x1f\x8b" else None
-        if compression:
-            raw.seek(0)
-            head = gzip.GzipFile(fileobj=raw, mode="rb").read(4096)
-        else:
-            head += raw.read(4092)
+    try:
+        with path.fs.open(path.path, "rb") as raw:
+            head = raw.read(4)
+            compression = "gzip" if head[:2] == b"\x1f\x8b" else None
+            if compression:
+                raw.seek(0)
+                head = gzip.GzipFile(fileobj=raw, mode="rb").read(4096)
+            else:
+                head += raw.read(4092)
+    except (EOFError, OSError) as exc:  # gzip.BadGzipFile among them
+        raise _not_readable(parameter, f"{path} is not a readable export ({type(exc).__name__})") from None
     if head[:4] == b"PAR1":
         return "parquet", compression
     first = head.lstrip()[:1]
-    return {b"[": "json", b"{": "jsonl"}.get(first, "csv"), compression
+    if first == b"[":
+        return "json", compression
+    return ("jsonl" if first in (b"{", b"") else "csv"), compression  # an empty export is JSON Lines
 
 
 def read_attributes(

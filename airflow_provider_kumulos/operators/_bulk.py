@@ -782,12 +782,16 @@ def _log(report: BulkReport, progress: ProgressLogger, logger: logging.Logger | 
     outcome.update(failed=counts.failed, skipped=counts.skipped, duplicates=counts.duplicates)
     if report.sync is not None:
         outcome.update(report.sync.summary(counts.unchanged))
+        if report.sync.reconciled is not None:
+            outcome["reconciled"] = (
+                f"with {report.sync.reconciled['users']:,} users read from {report.sync.reconciled['source']}"
+            )
     if report.dry_run:
         outcome["dry_run"] = "yes, nothing was sent"
     progress.finish(**outcome)
     if report.dry_run and report.sync is not None:
         logger.info(
-            "Dry run with sync state: %d records unchanged since the last sync would be skipped%s",
+            "Dry run: %d records already in place would be skipped%s",
             counts.unchanged,
             f", {report.sync.absent} users absent from the source would be cleared"
             if report.sync.remove_absent

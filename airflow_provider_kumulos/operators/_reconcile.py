@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_kumulos._checks import check_path
 from airflow_provider_kumulos._export.formats import (
     EXACT_ATTRIBUTES,
     StoredAttributes,
@@ -27,6 +28,7 @@ from airflow_provider_kumulos._export.formats import (
 )
 from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, read_manifest
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, ProgressLogger
+from airflow_provider_kumulos._storage import shown_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -326,14 +328,14 @@ def _export_files(path: ObjectStoragePath) -> tuple[str, str | None, list[Object
             f"there is no file at {path}",
             "Pass the path an ExportUsersOperator wrote (its summary's path or manifest).",
         )
-    fmt, compression = sniff_format(path)
+    fmt, compression = sniff_format(path, FROM_PARAMETER)
     return fmt, compression, [path]
 
 
-def read_export(path: ObjectStoragePath, *, merge: bool, progress: ProgressLogger) -> Baseline:
+def read_export(path: ObjectStoragePath, *, shown: str, merge: bool, progress: ProgressLogger) -> Baseline:
     """A baseline filled from an export file or a partitioned export's manifest; no request is made."""
     fmt, compression, files = _export_files(path)
-    baseline = Baseline(Canon(cells=fmt not in EXACT_ATTRIBUTES), str(path), merge=merge)
+    baseline = Baseline(Canon(cells=fmt not in EXACT_ATTRIBUTES), shown, merge=merge)
     try:
         for file in files:
             rows: list[tuple[str, bytes]] = []
@@ -360,20 +362,23 @@ def read_export(path: ObjectStoragePath, *, merge: bool, progress: ProgressLogge
 @contextlib.contextmanager
 def open_baseline(
     hook: KumulosCRMHook,
-    reconcile_from: ObjectStoragePath | None,
+    reconcile_from: object,
     *,
     merge: bool,
     ahead: int,
     logger: logging.Logger | Any,
     progress_interval: float = DEFAULT_INTERVAL,
 ) -> Iterator[Baseline]:
-    """What Kumulos holds, read in full before the block runs (so a bad page fails before any write)."""
+    """What Kumulos holds, read in full before the block runs (so a bad page fails before any write):
+    from the users listing, or from the export at ``reconcile_from`` (a path or URL) when given."""
     progress = ProgressLogger(
         "read what Kumulos holds", logger=logger, interval=progress_interval, request_stats=hook.stats
     )
     with progress.ticking():
         if reconcile_from is not None:
-            baseline = read_export(reconcile_from, merge=merge, progress=progress)
+            path = check_path(FROM_PARAMETER, reconcile_from)
+            shown = shown_path(path, reconcile_from)
+            baseline = read_export(path, shown=shown, merge=merge, progress=progress)
         else:
             baseline = Baseline(Canon(cells=False), "the users listing", merge=merge)
             try:

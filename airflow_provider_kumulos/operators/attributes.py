@@ -245,13 +245,12 @@ class _AttributesOperator(BaseOperator):
         """What Kumulos holds, read before any write, when reconciling."""
         if not self.reconcile:
             return contextlib.nullcontext()
-        from airflow_provider_kumulos._checks import check_path
         from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
-        from airflow_provider_kumulos.operators._reconcile import FROM_PARAMETER, open_baseline
+        from airflow_provider_kumulos.operators._reconcile import open_baseline
 
         return open_baseline(
             hook,
-            None if self.reconcile_from is None else check_path(FROM_PARAMETER, self.reconcile_from),
+            self.reconcile_from,
             merge=self._merge(),
             ahead=min(self.max_concurrency, MAX_AHEAD),
             logger=self.log,
