@@ -447,13 +447,13 @@ def test_reconcile_arguments_are_checked_when_the_task_is_defined() -> None:
         SetAttributesOperator(
             task_id="t", records=[], sync_state_path="s.db", full_refresh=True, reconcile=True
         )
-    with pytest.raises(KumulosInputError, match="remove_absent.*sync state or a reconcile"):
+    with pytest.raises(KumulosInputError, match=r"remove_absent.*sync state or a reconcile"):
         SetAttributesOperator(task_id="t", records=[], remove_absent=True)
-    with pytest.raises(KumulosInputError, match="managed_keys.*only applies with remove_absent"):
+    with pytest.raises(KumulosInputError, match=r"managed_keys.*only applies with remove_absent"):
         SetAttributesOperator(task_id="t", records=[], reconcile=True, managed_keys=["a"])
-    with pytest.raises(KumulosInputError, match="managed_keys.*list of attribute keys"):
+    with pytest.raises(KumulosInputError, match=r"managed_keys.*list of attribute keys"):
         SetAttributesOperator(task_id="t", records=[], reconcile=True, remove_absent=True, managed_keys="a")
-    with pytest.raises(KumulosInputError, match="reconcile.*not a bool"):
+    with pytest.raises(KumulosInputError, match=r"reconcile.*not a bool"):
         SetAttributesOperator(task_id="t", records=[], reconcile="yes")
 
 
