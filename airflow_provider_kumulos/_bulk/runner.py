@@ -1,176 +1,44 @@
-"""Bounded concurrent runner for bulk attribute writes, with per-record outcomes and a failures report.
+"""The bounded concurrent runner of a bulk write: one outcome per record, in memory that does not grow.
 
-Records flow: source -> validation (``_policy``) -> a bounded pool of workers sharing one hook (one
-session, one backoff gate, so a 429 pauses every worker) -> per-record outcome -> failures file and
-counts -> summary. At most ``2 x max_concurrency`` records are held at any time, so memory does not
-grow with the input. Records for the same identifier are sent one after another, in input order,
-so the last one wins even though workers race each other.
+Records flow: source -> validation (``records.prepare``) -> a bounded pool of workers sharing one
+hook (one session, one backoff gate, so a 429 pauses every worker) -> per-record outcome and counts.
+At most ``2 x max_concurrency`` records are held at any time, so memory does not grow with the input.
+Records for the same identifier are sent one after another, in input order, so the last one wins
+even though workers race each other. An optional ``classify`` stage (the sync state's today) marks
+records that need not be sent before they reach a worker.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
-import json
-import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, cast
+from dataclasses import dataclass
 
-from airflow_provider_kumulos import _metrics, _policy
-from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, ProgressLogger
-from airflow_provider_kumulos._storage import atomic_write, resolve_path
+from airflow_provider_kumulos._bulk.records import MISSING, Failure, Job, SourceRecord, prepare
+from airflow_provider_kumulos._dedupe import DuplicateCounter
+from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosConfigError,
     KumulosError,
     KumulosInputError,
 )
-from airflow_provider_kumulos.operators._sources import SourceRecord
 
-if TYPE_CHECKING:
-    import logging
-
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_provider_kumulos.hooks.kumulos import RequestStats
-    from airflow_provider_kumulos.operators._sync import SyncState
-
-#: Outcomes a ``send`` callable reports for a record that did not fail.
-SUCCEEDED = "succeeded"
-MISSING = "missing"
 #: Errors that would fail every record alike: the run stops at the first one.
 FATAL_ERRORS = (KumulosAuthError, KumulosConfigError)
 #: How many failures the summary, the log and the task error quote.
 FIRST_ERRORS = 5
 #: How many records a dry run describes (identifiers and attribute keys, never values).
 DRY_RUN_EXAMPLES = 3
-#: Longest error message quoted in the summary.
-MAX_MESSAGE = 500
 #: Seconds between progress checks while the producer waits for a free slot.
 TICK = 1.0
-#: Valid records a sync state looks up at once.
+#: Valid records a ``classify`` stage looks at once.
 CLASSIFY_BATCH = 1000
-#: Suffixes a failures file may have, so that it can be read back as a JSONL ``source_path``.
-FAILURES_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A validated record, ready to send."""
-
-    where: str
-    identifier: str
-    attributes: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A record that was not applied, and why."""
-
-    where: str
-    identifier: object
-    attributes: object
-    error: KumulosError
-    #: The input's original text, for a record that failed before it could be sent (see SourceRecord).
-    source: bytes | str | None = None
-
-    def brief(self) -> dict[str, Any]:
-        """The summary's view: where, who, status, error class and message (never attribute values)."""
-        message = str(self.error)
-        return {
-            "identifier": self.identifier
-            if isinstance(self.identifier, str)
-            else repr(self.identifier)[:100],
-            "where": self.where,
-            "status": self.error.status,
-            "error": type(self.error).__name__,
-            "message": message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "...",
-        }
-
-    def line(self, with_attributes: bool) -> bytes:
-        """One failures-file line, shaped like an input record plus an ``error`` object."""
-        entry: dict[str, Any] = {"identifier": self.identifier}
-        if with_attributes:
-            entry["attributes"] = self.attributes
-        if self.source is not None:
-            source = self.source
-            text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
-            entry["source_line"] = text.rstrip("\r\n")
-        entry["error"] = {
-            "type": type(self.error).__name__,
-            "status": self.error.status,
-            "message": str(self.error),
-            "where": self.where,
-        }
-        try:
-            text = json.dumps(entry, ensure_ascii=False, default=str)
-        except (ValueError, RecursionError):  # circular or absurdly deep input: keep the error, drop the rest
-            text = json.dumps({**entry, "identifier": str(self.identifier), "attributes": None}, default=str)
-        return text.encode("utf-8") + b"\n"
-
-
-def prepare(record: SourceRecord, with_attributes: bool) -> Job:
-    """Validate ``record`` with the API's rules; raise ``KumulosInputError`` naming what is wrong."""
-    if record.problem is not None:
-        raise record.problem
-    identifier = _policy.check_user_id(record.identifier, f"{record.where} identifier")
-    if not with_attributes:
-        return Job(record.where, identifier, None)
-    _policy.check_attributes(record.attributes, f"{record.where} attributes")
-    return Job(record.where, identifier, cast("Mapping[str, Any]", record.attributes))
-
-
-class DuplicateCounter:
-    """Count identifiers seen earlier in the input, in memory that does not grow with the input.
-
-    Each identifier is reduced to an 8-byte BLAKE2b digest, kept in a private temporary SQLite table
-    that lives on local disk (about 16 bytes per distinct identifier; the page cache is capped at
-    2 MiB). Two different identifiers share a digest with probability about n^2 / 2^65. Kept over a
-    plain ``set`` because ``bench/bulk_duplicates.py`` measured peak RSS flat from 100,000 to 1,000,000
-    identifiers (1.006x, +0.7 MiB) where the set grew by 89 MiB (1.71x), at 11 us per identifier
-    against about 1 ms per request. A run with a sync state counts duplicates in the state's own
-    table instead (:meth:`~airflow_provider_kumulos.operators._sync.SyncState.classify`).
-    """
-
-    BATCH = 8192
-
-    def __init__(self) -> None:
-        self._db = sqlite3.connect("")  # "" = private on-disk temporary database, deleted on close
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-2048"):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute("CREATE TABLE seen (digest INTEGER PRIMARY KEY)")
-        self._pending: list[tuple[int]] = []
-        self._duplicates = 0
-
-    def add(self, identifier: str) -> None:
-        """Note one occurrence of ``identifier``."""
-        digest = hashlib.blake2b(identifier.encode("utf-8"), digest_size=8).digest()
-        self._pending.append((int.from_bytes(digest, "big", signed=True),))
-        if len(self._pending) >= self.BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._pending.sort()  # neighbouring keys touch fewer pages
-        before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", self._pending)
-        self._duplicates += len(self._pending) - (self._db.total_changes - before)
-        self._pending.clear()
-
-    @property
-    def duplicates(self) -> int:
-        """Occurrences so far of an identifier that appeared before."""
-        self._flush()
-        return self._duplicates
-
-    def close(self) -> None:
-        """Drop the table and its file."""
-        self._db.close()
+#: Decides, for a batch of valid jobs, which need not be sent (True: counted as unchanged).
+Classify = Callable[[Sequence[Job]], list[bool]]
 
 
 @dataclass
@@ -213,9 +81,9 @@ class BulkRunner:
     their input order. An auth or configuration error stops the run: records not yet sent are
     counted as skipped and the source is not read further.
 
-    With a sync state, ``classify`` looks valid records up :data:`CLASSIFY_BATCH` at a time (so up
-    to that many more are held) and those it marks unchanged are counted, not sent; ``settled``
-    hears the outcome of every record sent.
+    With a ``classify`` stage (a sync state's today), valid records are looked up
+    :data:`CLASSIFY_BATCH` at a time (so up to that many more are held) and those it marks unchanged
+    are counted, not sent; ``settled`` hears the outcome of every record sent.
     """
 
     def __init__(
@@ -226,7 +94,7 @@ class BulkRunner:
         max_concurrency: int,
         on_failure: Callable[[Failure], object],
         progress: ProgressLogger,
-        classify: Callable[[Sequence[Job]], list[bool]] | None = None,
+        classify: Classify | None = None,
         settled: Callable[[Job, bool], None] | None = None,
     ) -> None:
         self._send = send
@@ -403,309 +271,3 @@ class BulkRunner:
         if len(self.first_failures) < FIRST_ERRORS:
             self.first_failures.append(failure)
         self._on_failure(failure)
-
-
-# --- failures file --------------------------------------------------------------------------
-
-
-def check_failures_path(value: object) -> ObjectStoragePath | None:
-    """Resolve ``failures_path`` (None = no file); it must be JSONL so it can be fed back as a source."""
-    if value is None:
-        return None
-    path = resolve_path(cast("str", value), "failures_path")
-    if not path.name.lower().endswith(FAILURES_SUFFIXES):
-        raise KumulosInputError(
-            "failures_path",
-            f"{path.name!r} does not end in .jsonl or .jsonl.gz",
-            "Name it like failed.jsonl so that it can be passed back as source_path.",
-        )
-    return path
-
-
-@contextlib.contextmanager
-def failures_file(
-    path: ObjectStoragePath | None, with_attributes: bool
-) -> Iterator[Callable[[Failure], object]]:
-    """Yield a writer for failed records; the file is published (even empty) only if the block completes."""
-    if path is None:
-        yield lambda failure: None
-        return
-    with atomic_write(path, "wb") as raw:
-        gzipped = path.name.lower().endswith(".gz")
-        compressor = gzip.GzipFile(fileobj=raw, mode="wb") if gzipped else contextlib.nullcontext(raw)
-        with compressor as stream:
-            sink = cast("IO[bytes]", stream)
-            yield lambda failure: sink.write(failure.line(with_attributes))
-
-
-# --- running and reporting --------------------------------------------------------------------
-
-
-@dataclass
-class SyncOutcome:
-    """What a sync state adds to a run: users absent from the source, and what clearing them did."""
-
-    remove_absent: bool
-    absent: int = 0
-    refused: KumulosError | None = None
-    result: BulkResult | None = None
-
-    def summary(self, unchanged: int) -> dict[str, Any]:
-        """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
-        entries: dict[str, Any] = {"unchanged": unchanged}
-        if self.remove_absent:
-            counts = self.result.counts if self.result is not None else BulkCounts()
-            entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
-            entries["removal_failed"] = counts.failed
-        return entries
-
-
-@dataclass
-class BulkReport:
-    """A finished run as the operator reports it: summary for XCom, error to raise (if any)."""
-
-    what: str
-    result: BulkResult
-    dry_run: bool
-    with_missing: bool
-    failures_path: str | None
-    requests: int = 0
-    retries: int = 0
-    sync: SyncOutcome | None = None
-    summary: dict[str, Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        counts = self.result.counts
-        summary: dict[str, Any] = {
-            "total": counts.total,
-            "succeeded": counts.succeeded,
-            "failed": counts.failed,
-            "skipped": counts.skipped,
-            "duplicates": counts.duplicates,
-        }
-        if self.with_missing:
-            summary["missing"] = counts.missing
-        if self.sync is not None:
-            summary.update(self.sync.summary(counts.unchanged))
-        summary.update(
-            {
-                "dry_run": self.dry_run,
-                "failures_path": self.failures_path,
-                "first_errors": [failure.brief() for failure in self.result.first_failures],
-                "duration_seconds": round(self.result.duration, 3),
-                "requests": self.requests,
-                "retries": self.retries,
-            }
-        )
-        if self.dry_run:
-            summary["examples"] = [_example(job) for job in self.result.examples]
-        self.summary = summary
-
-    def error(self, max_failures: int) -> KumulosError | None:
-        """The error that should fail the task: the fatal one, a refused removal, or too many failures."""
-        if self.result.fatal is not None:
-            return self.result.fatal
-        removal = self.sync.result if self.sync is not None else None
-        if removal is not None and removal.fatal is not None:
-            return removal.fatal
-        if self.sync is not None and self.sync.refused is not None:
-            return self.sync.refused
-        counts = self.result.counts
-        not_cleared = removal.counts.failed if removal is not None else 0
-        if counts.failed + not_cleared <= max_failures:
-            return None
-        first_failures = self.result.first_failures + (removal.first_failures if removal is not None else [])
-        problems = []
-        if counts.failed:
-            problems.append(f"{counts.failed:,} of {counts.total:,} records failed")
-        if not_cleared:
-            problems.append(f"{not_cleared:,} users absent from the source could not be cleared")
-        firsts = "; ".join(_describe(failure) for failure in first_failures[:FIRST_ERRORS])
-        fixes = []
-        if counts.failed:
-            fixes.append(
-                f"Failed records are in {self.failures_path}: fix them and pass that file as source_path to retry."
-                if self.failures_path
-                else "Set failures_path to collect the failed records for a retry."
-            )
-        if not_cleared:
-            fixes.append("Users not cleared stay in the sync state and are tried again next run.")
-        error = KumulosError(
-            f"{self.what}: {' and '.join(problems)}, more than max_failures={max_failures}. "
-            f"First errors: {firsts}. {' '.join(fixes)}"
-        )
-        error.__cause__ = first_failures[0].error  # the typed error, for callers that branch
-        return error
-
-
-def _describe(failure: Failure) -> str:
-    status = f"HTTP {failure.error.status}" if failure.error.status is not None else "not sent"
-    identifier = failure.identifier if isinstance(failure.identifier, str) else None
-    return f"{failure.where} {identifier!r}: {type(failure.error).__name__} ({status})"
-
-
-def _example(job: Job) -> dict[str, Any]:
-    return {"identifier": job.identifier, "attribute_keys": sorted(job.attributes or {})}
-
-
-def run_bulk(
-    records: Iterable[SourceRecord],
-    send: Callable[[Job], str] | None,
-    *,
-    what: str,
-    with_attributes: bool,
-    with_missing: bool,
-    max_concurrency: int,
-    failures_path: ObjectStoragePath | None,
-    logger: logging.Logger | Any,
-    total: int | None = None,
-    request_stats: RequestStats | None = None,
-    progress_interval: float = DEFAULT_INTERVAL,
-    state: SyncState | None = None,
-    remove_absent: bool = False,
-    remove: Callable[[Job], str] | None = None,
-    max_removal_fraction: float = 0.5,
-) -> BulkReport:
-    """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report.
-
-    With a sync ``state``, unchanged records are counted and not sent, and outcomes update the state.
-    With ``remove_absent``, users the state lists but the source did not hold then go through
-    ``remove`` (a dry run only counts them), unless they are more than ``max_removal_fraction`` of those synced.
-    """
-    progress = ProgressLogger(
-        what,
-        logger=logger,
-        total=total,
-        interval=progress_interval,
-        request_stats=request_stats,
-        counts_failures=True,
-    )
-    with failures_file(failures_path, with_attributes) as on_failure:
-        runner = BulkRunner(
-            send,
-            with_attributes=with_attributes,
-            max_concurrency=max_concurrency,
-            on_failure=on_failure,
-            progress=progress,
-            classify=None if state is None else state.classify,
-            settled=None if state is None or send is None else state.settled,
-        )
-        result = runner.run(records)
-    dry_run = send is None
-    sync = None
-    if state is not None:
-        result.counts.duplicates = state.duplicates
-        sync = SyncOutcome(remove_absent)
-    if state is not None and sync is not None and remove_absent and result.fatal is None:
-        sync.absent = state.absent_count()
-        sync.refused = _removal_guard(sync.absent, state.previous, max_removal_fraction)
-        if sync.refused is None and remove is not None and sync.absent:
-            sync.result = _remove_absent(
-                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
-            )
-    report = BulkReport(
-        what,
-        result,
-        dry_run,
-        with_missing,
-        None if failures_path is None else str(failures_path),
-        requests=request_stats.total_requests if request_stats else 0,
-        retries=request_stats.retries if request_stats else 0,
-        sync=sync,
-    )
-    _log(report, progress, logger)
-    if not dry_run:
-        counts = result.counts
-        operation = what.replace(" ", "_")
-        _metrics.incr("records_written", counts.succeeded + counts.missing, operation=operation)
-        _metrics.incr("records_failed", counts.failed, operation=operation)
-        if sync is not None:
-            _metrics.incr("records_unchanged", counts.unchanged, operation=operation)
-            if sync.result is not None:
-                removal = sync.result.counts
-                _metrics.incr("records_removed", removal.succeeded + removal.missing, operation=operation)
-                _metrics.incr("records_failed", removal.failed, operation=operation)
-    return report
-
-
-def _removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosError | None:
-    """The error refusing to clear ``absent`` of ``previous`` synced users, if they are too many."""
-    if absent <= max_fraction * previous:
-        return None
-    return KumulosInputError(
-        "max_removal_fraction",
-        f"{absent:,} of the {previous:,} users the last sync set ({100.0 * absent / previous:.1f}%) are "
-        f"absent from this run's source, more than max_removal_fraction={max_fraction}; none was cleared",
-        "Check the source (a broken query returns too few rows). If the removals are intended, raise "
-        "max_removal_fraction (1.0 allows clearing everyone) for this run.",
-    )
-
-
-def _remove_absent(
-    state: SyncState,
-    remove: Callable[[Job], str],
-    absent: int,
-    max_concurrency: int,
-    logger: logging.Logger | Any,
-    request_stats: RequestStats | None,
-    progress_interval: float,
-) -> BulkResult:
-    """Clear every absent user through ``remove``; outcomes go to the state, not to the failures file."""
-    progress = ProgressLogger(
-        "clear users absent from the source",
-        logger=logger,
-        total=absent,
-        interval=progress_interval,
-        request_stats=request_stats,
-        counts_failures=True,
-    )
-    runner = BulkRunner(
-        remove,
-        with_attributes=False,
-        max_concurrency=max_concurrency,
-        on_failure=lambda failure: None,
-        progress=progress,
-        settled=state.removal_settled,
-    )
-    result = runner.run(SourceRecord("sync state", identifier) for identifier in state.absent())
-    counts = result.counts
-    progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
-    return result
-
-
-def _log(report: BulkReport, progress: ProgressLogger, logger: logging.Logger | Any) -> None:
-    counts = report.result.counts
-    outcome: dict[str, Any] = {"total": counts.total, "succeeded": counts.succeeded}
-    if report.with_missing:
-        outcome["missing"] = counts.missing
-    outcome.update(failed=counts.failed, skipped=counts.skipped, duplicates=counts.duplicates)
-    if report.sync is not None:
-        outcome.update(report.sync.summary(counts.unchanged))
-    if report.dry_run:
-        outcome["dry_run"] = "yes, nothing was sent"
-    progress.finish(**outcome)
-    if report.dry_run and report.sync is not None:
-        logger.info(
-            "Dry run with sync state: %d records unchanged since the last sync would be skipped%s",
-            counts.unchanged,
-            f", {report.sync.absent} users absent from the source would be cleared"
-            if report.sync.remove_absent
-            else "",
-        )
-    if report.dry_run:
-        examples = ", ".join(
-            repr(job.identifier)
-            if job.attributes is None
-            else f"{job.identifier!r} (keys: {', '.join(sorted(job.attributes)) or 'none'})"
-            for job in report.result.examples
-        )
-        logger.info(
-            "Dry run: %d valid records would be sent; for example %s", counts.skipped, examples or "none"
-        )
-    if report.result.first_failures:
-        logger.warning(
-            "First failures (%d of %d): %s",
-            len(report.result.first_failures),
-            counts.failed,
-            "; ".join(_describe(failure) for failure in report.result.first_failures),
-        )

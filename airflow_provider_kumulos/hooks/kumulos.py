@@ -15,16 +15,15 @@ import functools
 import logging
 import threading
 import warnings
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _metrics, _policy
+from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _policy
 from airflow_provider_kumulos._checks import check_whole_number
+from airflow_provider_kumulos._stats import RequestStats
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
@@ -85,36 +84,6 @@ def _page_size_alias(method: _Method) -> _Method:
         return method(*args, **kwargs)
 
     return cast("_Method", accepting)
-
-
-@dataclass
-class RequestStats:
-    """What this hook has done so far: for progress lines and summaries (thread-safe updates)."""
-
-    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    retries: int = 0
-    rate_limit_waits: int = 0
-    rate_limit_wait_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, operation: str, status: int | str) -> None:
-        with self._lock:
-            self.requests[(operation, str(status))] += 1
-        _metrics.request(operation, status)
-
-    def record_retry(self, operation: str, reason: str, sleep: float, rate_limited: bool) -> None:
-        with self._lock:
-            self.retries += 1
-            if rate_limited:
-                self.rate_limit_waits += 1
-                self.rate_limit_wait_seconds += sleep
-        _metrics.retry(operation, reason)
-        if rate_limited:
-            _metrics.rate_limit_wait(operation, sleep)
-
-    @property
-    def total_requests(self) -> int:
-        return sum(self.requests.values())
 
 
 class _KumulosHookBase(BaseHook):
