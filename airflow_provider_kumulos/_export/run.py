@@ -1,33 +1,32 @@
-"""The export loop: pages from the hook -> filter and dedupe -> projection -> format writer -> output.
+"""The export loop: pages from the hook -> selection (``select``) -> format writer -> output.
 
 One page is held at a time, so memory does not grow with the number of users (apart from the
 dedupe table, 12-23 bytes per user). Parts close exactly every ``split_every`` users, each
-followed by a checkpoint when a state store is available. After the last page the counts are
-compared with ``totalUsers``; a mismatch is logged or, with ``on_count_mismatch="fail"``, raised
-before anything is published.
-
-Also here, each serving the loop: the running counts, page batches (identifiers and the filter's
-timestamps beside the users), the ``updated_since`` filter, the projection to the kept keys, the
-dedupe table, the selection of the users written, and the checkpoints a resumed export continues from.
+followed by a checkpoint (``resume``) when a state store is available. After the last page the
+counts (``counts``) are compared with ``totalUsers``; a mismatch is logged or, with
+``on_count_mismatch="fail"``, raised before anything is published.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import functools
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos import _metrics
 from airflow_provider_kumulos._dedupe import SeenIdentifiers
-from airflow_provider_kumulos._export.formats import ExportFormat, read_identifiers
-from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, PartInfo
-from airflow_provider_kumulos._export.options import ExportOptions, parse_timestamp
-from airflow_provider_kumulos._export.sinks import FileOutput, PartedOutput, XComOutput, stored_digest
+from airflow_provider_kumulos._export.counts import ExportCounts
+from airflow_provider_kumulos._export.formats import ExportFormat
+from airflow_provider_kumulos._export.manifest import MANIFEST_NAME
+from airflow_provider_kumulos._export.resume import Checkpoint, ResumeState, replay_parts
+from airflow_provider_kumulos._export.select import (
+    Projection,
+    Selector,
+    UpdatedSinceFilter,
+    batch_from_dicts,
+    batch_from_raw,
+)
+from airflow_provider_kumulos._export.sinks import FileOutput, PartedOutput, XComOutput
 from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos._storage import check_writable, shown_path, sweep_stale_temporaries
 from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
@@ -37,328 +36,10 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_kumulos._export.options import ExportOptions
     from airflow_provider_kumulos._policy import UsersPage
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
-
-# --- Counts -------------------------------------------------------------------------------------------------
-#
-# What an export saw and wrote, and whether that agrees with the server's ``totalUsers``.
-#
-# Offset pagination over a changing user set can skip or repeat users; comparing the unique users
-# scanned with ``totalUsers`` at the start and the end is how a drifted export is noticed.
-
-
-@dataclass
-class ExportCounts:
-    """Running totals of one export (restored from resume state when a retry continues)."""
-
-    pages_fetched: int = 0
-    users_scanned: int = 0
-    users_written: int = 0
-    duplicates_dropped: int = 0
-    users_filtered_out: int = 0
-    total_users_start: int | None = None
-    total_users_end: int | None = None
-
-    def saw_page(self, total_users: int) -> None:
-        """One more page fetched; ``total_users`` is its ``totalUsers``."""
-        self.pages_fetched += 1
-        if self.total_users_start is None:
-            self.total_users_start = total_users
-        self.total_users_end = total_users
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe copy (resume state, summaries)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExportCounts:
-        """Counts saved by :meth:`to_dict`; unknown keys are ignored."""
-        names = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
-
-    def expected_users(self, start_page: int, end_page: int | None, page_size: int) -> int:
-        """Users the page window should hold according to the last ``totalUsers``."""
-        total = self.total_users_end or 0
-        upper = total if end_page is None else min(total, end_page * page_size)
-        return max(0, upper - (start_page - 1) * page_size)
-
-    def mismatch(self, start_page: int, end_page: int | None, page_size: int) -> str | None:
-        """Why the counts disagree with ``totalUsers``, or None when they agree."""
-        unique = self.users_scanned - self.duplicates_dropped
-        expected = self.expected_users(start_page, end_page, page_size)
-        problems = []
-        if self.total_users_start != self.total_users_end:
-            problems.append(f"totalUsers changed from {self.total_users_start} to {self.total_users_end}")
-        if unique != expected:
-            problems.append(f"{unique} unique users were scanned where totalUsers implies {expected}")
-        if self.duplicates_dropped:
-            problems.append(f"{self.duplicates_dropped} repeated users were dropped")
-        return "; ".join(problems) or None
-
-
-# --- Page batches -------------------------------------------------------------------------------------------
-#
-# A fetched page as the export sees it: identifiers (and the filter's timestamps) beside the users.
-#
-# Pass-through exports keep each user as the exact bytes Kumulos sent (``msgspec.Raw``, one line
-# each); the hook has already read their identifiers. Only the ``updated_since`` filter needs more:
-# the timestamps, decoded with a small struct in one decoder call per page. Other exports get dicts.
-
-
-@dataclass(frozen=True)
-class PageBatch:
-    """One page: ``users`` (Raw or dict), their ``identifiers`` and, when filtering, ``stamps``."""
-
-    page: int
-    users: Sequence[Any]
-    identifiers: list[str]
-    stamps: list[str | None] | None
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def pick(self, positions: Sequence[int], projection: Projection | None) -> list[Any]:
-        """The users at ``positions``, projected when asked."""
-        users = self.users
-        if projection is None:
-            if len(positions) == len(users):  # every user of the page kept
-                return list(users)
-            return [users[i] for i in positions]
-        return [projection.apply(users[i]) for i in positions]
-
-
-@functools.cache
-def _stamp_decoder(field: str) -> Any:
-    """Decoder of ``[user, ...]`` keeping only the timestamp ``field`` the filter reads."""
-    import msgspec
-
-    return msgspec.json.Decoder(list[msgspec.defstruct("UserStamp", [(field, Any, None)])])  # type: ignore[misc]
-
-
-def _stamps(values: Iterable[Any]) -> list[str | None]:
-    """Timestamps as the filter takes them: a value that is not a string counts as missing."""
-    return [value if isinstance(value, str) else None for value in values]
-
-
-def batch_from_raw(page: UsersPage, stamp_field: str | None) -> PageBatch:
-    """Batch of ``msgspec.Raw`` users, decoding the timestamps only when filtering on them."""
-    users = page.users
-    if stamp_field is None or not users:
-        return PageBatch(page.page, users, page.identifiers, None if stamp_field is None else [])
-    decoded = _stamp_decoder(stamp_field).decode(b"[" + b",".join(users) + b"]")
-    return PageBatch(
-        page.page, users, page.identifiers, _stamps(getattr(user, stamp_field) for user in decoded)
-    )
-
-
-def batch_from_dicts(page: UsersPage, stamp_field: str | None) -> PageBatch:
-    """Batch of decoded users."""
-    stamps = None if stamp_field is None else _stamps(user.get(stamp_field) for user in page.users)
-    return PageBatch(page.page, page.users, page.identifiers, stamps)
-
-
-# --- The updated_since filter -------------------------------------------------------------------------------
-#
-# Keep users changed at or after ``updated_since``: Kumulos has no server-side filter, so it runs here.
-#
-# Timestamps are compared as instants (offsets honoured). A user whose field is null or not an
-# ISO-8601 time cannot be placed after the cut-off, so it is left out and counted as filtered.
-
-
-class UpdatedSinceFilter:
-    """``keep(value)`` is True when the timestamp string ``value`` is at or after ``since``."""
-
-    def __init__(self, since: datetime, field: str) -> None:
-        self.since = since
-        self.field = field
-
-    def keep(self, value: str | None) -> bool:
-        """Whether a user whose ``field`` holds ``value`` belongs in the export."""
-        if not value:
-            return False
-        try:
-            return parse_timestamp(value) >= self.since
-        except ValueError:
-            return False
-
-
-# --- Projection ---------------------------------------------------------------------------------------------
-#
-# Keep only the user keys asked for (``fields``, ``include_installs``); ``identifier`` always stays.
-
-
-class Projection:
-    """Copy of a user dict restricted to ``keys`` (in the order the API sent them)."""
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self.keys = frozenset(keys)
-
-    def apply(self, user: dict[str, Any]) -> dict[str, Any]:
-        """The projected user."""
-        keys = self.keys
-        return {key: value for key, value in user.items() if key in keys}
-
-
-# --- Selection ----------------------------------------------------------------------------------------------
-#
-# Decide which users of a page are written: the ``updated_since`` filter first, then dedupe.
-#
-# Selection stops after ``limit`` kept users so that a part file can close exactly at ``split_every``
-# users; it reports where it stopped, so the rest of the page goes to the next part (and a resumed
-# export knows where inside the page to continue).
-
-
-@dataclass
-class Selection:
-    """Positions kept from ``start`` up to ``stop`` (exclusive) and why the others were not."""
-
-    stop: int
-    positions: list[int] = field(default_factory=list)
-    duplicates: int = 0
-    filtered: int = 0
-
-    def count_into(self, counts: ExportCounts, start: int) -> None:
-        """Add this selection to the running totals."""
-        counts.users_scanned += self.stop - start
-        counts.users_written += len(self.positions)
-        counts.duplicates_dropped += self.duplicates
-        counts.users_filtered_out += self.filtered
-
-
-class Selector:
-    """Applies the filter (if any) and the dedupe set to a page, in order."""
-
-    def __init__(self, seen: SeenIdentifiers, updated_since: UpdatedSinceFilter | None) -> None:
-        self.seen = seen
-        self.updated_since = updated_since
-        self._batch: PageBatch | None = None
-        self._candidates: Sequence[int] = ()
-
-    def _passing(self, batch: PageBatch) -> Sequence[int]:
-        """Positions of the page that pass the filter, computed once per page."""
-        if batch is not self._batch:
-            self._batch, stamps = batch, batch.stamps
-            self._candidates = range(len(batch))
-            if self.updated_since is not None and stamps is not None:
-                keep = self.updated_since.keep
-                self._candidates = [index for index in self._candidates if keep(stamps[index])]
-        return self._candidates
-
-    def select(self, batch: PageBatch, start: int, limit: int | None) -> Selection:
-        """Walk users from ``start`` until the page ends or ``limit`` users were kept."""
-        candidates = self._passing(batch)
-        first = bisect.bisect_left(candidates, start)
-        positions, duplicates, consumed = self.seen.add_many(batch.identifiers, candidates[first:], limit)
-        after = first + consumed
-        stop = candidates[after] if after < len(candidates) else len(batch)
-        return Selection(stop, positions, duplicates, filtered=(stop - start) - consumed)
-
-
-# --- Resume -------------------------------------------------------------------------------------------------
-#
-# Resume a partitioned export after a crash, from Airflow's task state store (Airflow >= 3.3).
-#
-# After each published part the export saves a checkpoint: the parts so far (name, users, size,
-# SHA-256), the page and position inside it where the next part starts, the running counts, the csv
-# columns, and a fingerprint of the options. A retry with the same options verifies those parts
-# (size and SHA-256 of the stored bytes) and replays their identifiers into the dedupe set, which
-# is rebuilt exactly rather than stored, then continues at the saved page: at most the part that
-# was in progress is fetched twice. Anything that does not match starts the export over. The
-# checkpoint is removed once the export succeeds, so a later rerun of the task starts fresh.
-
-STATE_KEY = "kumulos_export_checkpoint"
-
-
-@dataclass
-class Checkpoint:
-    """Where a partitioned export stands after its last published part."""
-
-    fingerprint: str
-    parts: list[PartInfo]
-    next_page: int
-    skip: int
-    counts: ExportCounts
-    attribute_keys: list[str] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form for the state store."""
-        return {
-            "fingerprint": self.fingerprint,
-            "parts": [part.to_dict() for part in self.parts],
-            "next_page": self.next_page,
-            "skip": self.skip,
-            "counts": self.counts.to_dict(),
-            "attribute_keys": self.attribute_keys,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            fingerprint=str(data["fingerprint"]),
-            parts=[PartInfo.from_dict(part) for part in data["parts"]],
-            next_page=int(data["next_page"]),
-            skip=int(data["skip"]),
-            counts=ExportCounts.from_dict(data["counts"]),
-            attribute_keys=data.get("attribute_keys"),
-        )
-
-
-class ResumeState:
-    """Load, save and clear this task's checkpoint; does nothing without a state store."""
-
-    def __init__(self, store: Any | None, fingerprint: str) -> None:
-        self.store = store
-        self.fingerprint = fingerprint
-
-    @property
-    def enabled(self) -> bool:
-        """Whether checkpoints are kept (a state store exists)."""
-        return self.store is not None
-
-    def load(self) -> Checkpoint | None:
-        """The saved checkpoint of an identical export, if any."""
-        if self.store is None:
-            return None
-        data = self.store.get(STATE_KEY)
-        if not isinstance(data, dict) or data.get("fingerprint") != self.fingerprint:
-            return None
-        try:
-            return Checkpoint.from_dict(data)
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Record a checkpoint (after a part was published)."""
-        if self.store is not None:
-            self.store.set(STATE_KEY, checkpoint.to_dict())
-
-    def clear(self) -> None:
-        """Forget the checkpoint (export finished, or its parts were discarded)."""
-        if self.store is not None:
-            self.store.delete(STATE_KEY)
-
-
-def replay_parts(
-    parts: list[PartInfo], directory: Any, fmt: ExportFormat, seen: SeenIdentifiers
-) -> str | None:
-    """Verify stored parts and add their identifiers to ``seen``; returns why they cannot be used, or None."""
-    for part in parts:
-        path = directory / part.name
-        try:
-            nbytes, sha256 = stored_digest(path)
-        except FileNotFoundError:
-            return f"{part.name} is missing"
-        if (nbytes, sha256) != (part.bytes, part.sha256):
-            return f"{part.name} changed since it was written"
-        for identifier in read_identifiers(path, fmt.name, fmt.compression):
-            seen.add(identifier)
-    return None
-
-
-# --- The loop -----------------------------------------------------------------------------------------------
 
 Output = XComOutput | FileOutput | PartedOutput
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_kumulos._dedupe import SeenIdentifiers
 from airflow_provider_kumulos._export.options import parse_timestamp
-from airflow_provider_kumulos._export.run import PageBatch, Selector, UpdatedSinceFilter
+from airflow_provider_kumulos._export.select import PageBatch, Selector, UpdatedSinceFilter
 
 
 @settings(max_examples=60, deadline=None)
