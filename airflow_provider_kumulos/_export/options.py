@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._checks import check_bool, check_choice, check_whole_number
 from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_page_window, check_per_page
+from airflow_provider_kumulos._users import TIMESTAMP_FIELDS, USER_FIELDS
 from airflow_provider_kumulos.exceptions import KumulosInputError
 from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
 
@@ -32,18 +33,6 @@ FORMATS = ("jsonl", "json", "csv", "parquet")
 TEXT_FORMATS = ("jsonl", "json", "csv")
 COMPRESSIONS = ("gzip",)
 MISMATCH_POLICIES = ("warn", "fail")
-TIMESTAMP_FIELDS = ("updatedAt", "lastActive", "createdAt", "firstActive")
-#: Top-level keys of a Kumulos user object (the API documents exactly these).
-USER_FIELDS = (
-    "identifier",
-    "attributes",
-    "firstActive",
-    "lastActive",
-    "inAppEnabled",
-    "createdAt",
-    "updatedAt",
-    "installs",
-)
 MAX_PAGE_SIZE = MAX_PER_PAGE
 #: Requests in flight by default: one page arriving while another is fetched and one is written.
 DEFAULT_CONCURRENCY = 2
