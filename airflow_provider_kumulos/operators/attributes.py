@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos._bulk.records import Job, SourceRecord
     from airflow_provider_kumulos._bulk.report import BulkReport
     from airflow_provider_kumulos._bulk.sync import SyncState
-    from airflow_provider_kumulos._lineage import LineageFacts
+    from airflow_provider_kumulos.hooks._config import ClientConfig
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
 #: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
@@ -87,7 +87,9 @@ class _AttributesOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.progress_interval = check_interval(progress_interval)
-        self._lineage: LineageFacts | None = None
+        #: What lineage is built from (source_path, the app written to, users written), kept as plain
+        #: values until the OpenLineage listener asks.
+        self._ran: tuple[Any, ClientConfig | None, int] | None = None
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
         self.source_format = (
@@ -198,7 +200,6 @@ class _AttributesOperator(BaseOperator):
         pushed to XCom first, the failures file is already published, then the task fails.
         """
         from airflow_provider_kumulos._bulk.failures import check_failures_path
-        from airflow_provider_kumulos._lineage import bulk_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
         failures_path = check_failures_path(self.failures_path)
@@ -216,7 +217,7 @@ class _AttributesOperator(BaseOperator):
         counts = report.result.counts
         applied = counts.succeeded + counts.missing
         # Only a run that applied something has resolved (and so can name) its Kumulos app.
-        self._lineage = bulk_lineage(self.source_path, hook.config if applied else None, applied)
+        self._ran = (self.source_path, hook.config if applied else None, applied)
         error = report.error(self.max_failures)
         if error is not None:
             context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
@@ -255,9 +256,11 @@ class _AttributesOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: ``source_path`` (if any) in, the Kumulos users out (see docs/observability.md)."""
-        from airflow_provider_kumulos._lineage import operator_lineage
+        if self._ran is None:
+            return None
+        from airflow_provider_kumulos._lineage import bulk_lineage, operator_lineage
 
-        return operator_lineage(self._lineage)
+        return operator_lineage(bulk_lineage(*self._ran))
 
 
 class SetAttributesOperator(_AttributesOperator):
