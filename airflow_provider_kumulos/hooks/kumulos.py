@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from airflow.sdk import BaseHook
 
 from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _policy
-from airflow_provider_kumulos._checks import check_whole_number
 from airflow_provider_kumulos._stats import RequestStats
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
@@ -38,7 +37,7 @@ from airflow_provider_kumulos.hooks._config import (
     connection_config,
 )
 from airflow_provider_kumulos.hooks._gate import RequestGate
-from airflow_provider_kumulos.hooks._paging import MAX_AHEAD, walk_pages
+from airflow_provider_kumulos.hooks._paging import check_ahead, walk_pages
 from airflow_provider_kumulos.hooks._retry import RetryNote, retry_kwargs
 
 if TYPE_CHECKING:
@@ -355,7 +354,7 @@ class KumulosCRMHook(_KumulosHookBase):
         """
         start_page, end_page = _policy.check_page_window(start_page, end_page)
         _policy.check_per_page(page_size, "page_size")
-        check_whole_number("ahead", ahead, 0, MAX_AHEAD)
+        check_ahead("ahead", ahead, 0)
         closed = threading.Event()  # set when the walk ends: requests still on their way stop retrying
         return walk_pages(
             lambda page: self._fetch_page(page, page_size, raw, closed), start_page, end_page, ahead, closed
