@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_kumulos._bulk.records import Job
+    from airflow_provider_kumulos._bulk.sync import SyncState
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-    from airflow_provider_kumulos.operators._bulk import Job
-    from airflow_provider_kumulos.operators._sync import SyncState
 
 #: The parameter naming an export to reconcile from, for errors.
 FROM_PARAMETER = "reconcile_from"
