@@ -222,6 +222,10 @@ class Baseline:
                 verdicts.append(MATCH if holds(pairs, wanted, self.merge) else DIFFERENT)
         return verdicts
 
+    def mark_seen(self, identifiers: Iterable[str]) -> None:
+        """Count these users as named by the source."""
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", [(i,) for i in identifiers])
+
     def find_absent(self, managed: Iterable[str]) -> tuple[int, int]:
         """Users holding any of the ``managed`` keys, and those of them no record named: ``(holders, absent)``.
 
@@ -274,6 +278,7 @@ class Reconciler:
         self.drifted = 0
         #: Attribute keys of the records seen: keys this run manages.
         self.keys: set[str] = set()
+        self._invalid: list[str] = []
 
     def classify(self, jobs: Sequence[Job]) -> list[str | None]:
         """Per job, the outcome to count instead of sending it, or None to send it."""
@@ -294,6 +299,19 @@ class Reconciler:
                 self.drifted += last_sent
                 outcomes.append(None)
         return outcomes
+
+    def settled(self, job: Job, ok: bool) -> None:
+        """A record was sent or failed (any thread): the state hears it, and a record that failed
+        validation still names a user present in the source (never one to clear)."""
+        if self.state is not None:
+            self.state.settled(job, ok)
+        if not ok:
+            self._invalid.append(job.identifier)  # list.append is atomic; read after the run
+
+    def find_absent(self, managed: Iterable[str]) -> tuple[int, int]:
+        """See :meth:`Baseline.find_absent`, counting the users of invalid records as present."""
+        self.baseline.mark_seen(self._invalid)
+        return self.baseline.find_absent(managed)
 
 
 # --- reading what Kumulos holds ---------------------------------------------------------------------

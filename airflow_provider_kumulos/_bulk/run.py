@@ -45,6 +45,16 @@ def classify_stage(state: SyncState | None, reconciler: Reconciler | None) -> Cl
     return None
 
 
+def _settled_stage(
+    state: SyncState | None, reconciler: Reconciler | None, *, dry_run: bool
+) -> Callable[[Job, bool], None] | None:
+    """What hears each record's outcome: the reconcile (which tells the state), else the state of a
+    run that sends."""
+    if reconciler is not None:
+        return reconciler.settled
+    return None if state is None or dry_run else state.settled
+
+
 def run_bulk(
     records: Iterable[SourceRecord],
     send: Callable[[Job], str] | None,
@@ -89,7 +99,7 @@ def run_bulk(
             on_failure=on_failure,
             progress=progress,
             classify=classify_stage(state, reconciler),
-            settled=None if state is None or send is None else state.settled,
+            settled=_settled_stage(state, reconciler, dry_run=send is None),
             drifted=None if reconciler is None or state is None else lambda: reconciler.drifted,
         )
         result = runner.run(records)

@@ -451,7 +451,7 @@ def finish_sync(
     settled = None
     if reconciler is not None:
         managed |= reconciler.keys
-        holders, sync.absent = reconciler.baseline.find_absent(managed)
+        holders, sync.absent = reconciler.find_absent(managed)
         base = f"the {holders:,} users holding a managed key in Kumulos"
         absent: Iterable[str] = reconciler.baseline.absent()
         if state is not None and remove is not None:

@@ -372,6 +372,21 @@ def test_remove_absent_without_a_state_clears_holders_of_managed_keys(
     assert by_method(emu) == {"LIST": [""], "GET": ["r9"], "PUT": ["r9"]}
 
 
+def test_a_user_whose_record_is_invalid_is_not_cleared(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    for i in range(4):
+        emu.set_attributes(f"r{i}", {"segment": "seg", "rank": i})
+    emu.clear_requests()
+    rows = [*records(3), {"identifier": "r3", "attributes": {"segment": float("nan")}}]
+    state = tmp_path / "state.sqlite"
+    summary = sync(rows, reconcile=True, remove_absent=True, sync_state_path=str(state), max_failures=1)
+    assert (summary["failed"], summary["absent"], summary["removed"]) == (1, 0, 0)
+    assert emu.get_attributes("r3") == {"segment": "seg", "rank": 3}
+    assert "DELETE" not in by_method(emu)
+
+
 def test_a_sql_sources_columns_are_managed_even_when_it_returns_no_rows(
     kumulos_connection: KumulosEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
