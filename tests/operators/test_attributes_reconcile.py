@@ -514,3 +514,21 @@ def test_a_dag_reconciles_from_the_export_it_took(
     assert (summary["succeeded"], summary["unchanged"], summary["drifted"]) == (2, 18, 0)
     assert sorted(r.identifier for r in emu.requests if r.method == "PUT") == ["d4", "d5"]
     assert emu.get_attributes("d4") == {"segment": "spring", "i": 4}
+
+
+def test_with_a_state_too_removals_follow_kumulos_and_the_state_forgets_the_leavers(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    state = tmp_path / "state.sqlite"
+    sync(records(10), sync_state_path=str(state))
+    emu.set_attributes("r9", {"fromTheApp": 1})  # no managed key left: nothing to clear
+    emu.clear_requests()
+    summary = sync(records(7), sync_state_path=str(state), reconcile=True, remove_absent=True)
+    assert (summary["absent"], summary["removed"], summary["unchanged"]) == (2, 2, 7)
+    assert by_method(emu) == {"LIST": [""], "DELETE": ["r7", "r8"]}
+    assert emu.get_attributes("r9") == {"fromTheApp": 1}
+    emu.clear_requests()
+    again = sync(records(7), sync_state_path=str(state), remove_absent=True)
+    assert (again["absent"], again["removed"], again["unchanged"]) == (0, 0, 7)
+    assert emu.requests == []
