@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_kumulos._bulk.records import MISSING, UNCHANGED
 from airflow_provider_kumulos._checks import check_path
 from airflow_provider_kumulos._export.formats import (
     EXACT_ATTRIBUTES,
@@ -59,9 +60,14 @@ DIFFERENT = "different"
 ABSENT = "absent"
 REPEATED = "repeated"
 
-#: Outcomes of a record that is not sent, as the runner counts them.
-UNCHANGED = "unchanged"
-MISSING = "missing"
+_SCHEMA = (
+    # What Kumulos holds: per user, the packed pairs of Canon.pairs.
+    "CREATE TABLE held (identifier TEXT PRIMARY KEY, pairs BLOB NOT NULL) WITHOUT ROWID",
+    # The users this run's records named.
+    "CREATE TABLE seen (identifier TEXT PRIMARY KEY) WITHOUT ROWID",
+    # Holders of managed keys no record named (filled by Baseline.find_absent).
+    "CREATE TABLE absent (identifier TEXT PRIMARY KEY) WITHOUT ROWID",
+)
 
 _CANONICAL = msgspec.json.Encoder(order="sorted")
 
@@ -170,12 +176,8 @@ class Baseline:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("BEGIN")  # one transaction for the store's life: it is never committed
-        for table in (
-            "held (identifier TEXT PRIMARY KEY, pairs BLOB NOT NULL)",
-            "seen (identifier TEXT PRIMARY KEY)",
-        ):
-            self._db.execute(f"CREATE TABLE {table} WITHOUT ROWID")
-        self._db.execute("CREATE TABLE absent (identifier TEXT PRIMARY KEY) WITHOUT ROWID")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
 
     def add(self, rows: Sequence[tuple[str, bytes]]) -> None:
         """Store users' pairs (a user listed twice keeps its last pairs)."""
