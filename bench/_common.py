@@ -8,6 +8,7 @@ CI) through :func:`bench_parser`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -15,10 +16,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +109,18 @@ class EmulatorProcess:
         from airflow_provider_kumulos.testing.emulator import connection_json
 
         return connection_json(self.base_url, self.api_key, self.server_key, **extra)
+
+    def admin(self, route: str, method: str = "GET", body: object = None, timeout: float = 60) -> Any:
+        """Call one route of the emulator's ``/_emulator/`` admin API; its JSON answer, if any."""
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/{route}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read()
+        return json.loads(text) if text else None
 
 
 @contextmanager
