@@ -8,6 +8,7 @@ CI) through :func:`bench_parser`.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -121,6 +122,24 @@ class EmulatorProcess:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             text = response.read()
         return json.loads(text) if text else None
+
+    def held_attributes(self, page_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """What the emulator holds, ``(identifier, attributes)`` per user, read through the users
+        listing (``GET /v2/users``, API requests like any client's)."""
+        credentials = base64.b64encode(f"{self.api_key}:{self.server_key}".encode()).decode()
+        current = 1
+        while True:
+            request = urllib.request.Request(
+                f"{self.base_url}/v2/users?currentPage={current}&numberPerPage={page_size}",
+                headers={"Authorization": f"Basic {credentials}", "Accept": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                users = json.load(response)["users"]
+            for user in users:
+                yield user["identifier"], user["attributes"]
+            if len(users) < page_size:
+                return
+            current += 1
 
 
 @contextmanager

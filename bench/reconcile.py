@@ -79,27 +79,10 @@ def write_model(path: Path, rows: int, changed: set[int]) -> dict[str, dict[str,
 
 
 def held(emulator: EmulatorProcess, latency: float) -> Iterator[tuple[str, dict[str, Any]]]:
-    """What Kumulos holds, user by user, read through the users listing, with the added latency off meanwhile."""
-    import requests
-
+    """What Kumulos holds, user by user, read with the emulator's added latency off meanwhile."""
     emulator.admin("faults", "POST", {"latency": 0})
     try:
-        with requests.Session() as session:
-            session.auth = (emulator.api_key, emulator.server_key)
-            current = 1
-            while True:
-                answer = session.get(
-                    f"{emulator.base_url}/v2/users",
-                    params={"currentPage": current, "numberPerPage": PAGE},
-                    timeout=60,
-                )
-                answer.raise_for_status()
-                users = answer.json()["users"]
-                for user in users:
-                    yield user["identifier"], user["attributes"]
-                if len(users) < PAGE:
-                    return
-                current += 1
+        yield from emulator.held_attributes(PAGE)
     finally:
         emulator.admin("faults", "POST", {"latency": latency})
 
