@@ -10,6 +10,7 @@ so the last one wins even though workers race each other.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -39,11 +40,14 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_kumulos.hooks.kumulos import RequestStats
+    from airflow_provider_kumulos.operators._reconcile import Reconciler
     from airflow_provider_kumulos.operators._sync import SyncState
 
-#: Outcomes a ``send`` callable reports for a record that did not fail.
+#: Outcomes a ``send`` callable reports for a record that did not fail (``unchanged``: a fresh read
+#: showed Kumulos already holds it, so nothing was written).
 SUCCEEDED = "succeeded"
 MISSING = "missing"
+UNCHANGED = "unchanged"
 #: Errors that would fail every record alike: the run stops at the first one.
 FATAL_ERRORS = (KumulosAuthError, KumulosConfigError)
 #: How many failures the summary, the log and the task error quote.
@@ -67,6 +71,10 @@ class Job:
     where: str
     identifier: str
     attributes: Mapping[str, Any] | None
+
+
+#: Makes the call that clears the managed keys (given) of a user absent from the source.
+Remover = Callable[[frozenset[str]], Callable[[Job], str]]
 
 
 @dataclass(frozen=True)
@@ -213,9 +221,10 @@ class BulkRunner:
     their input order. An auth or configuration error stops the run: records not yet sent are
     counted as skipped and the source is not read further.
 
-    With a sync state, ``classify`` looks valid records up :data:`CLASSIFY_BATCH` at a time (so up
-    to that many more are held) and those it marks unchanged are counted, not sent; ``settled``
-    hears the outcome of every record sent.
+    With a sync state or a reconcile, ``classify`` looks valid records up :data:`CLASSIFY_BATCH` at
+    a time (so up to that many more are held) and gives each the outcome it is counted as instead of
+    being sent (:data:`UNCHANGED`, :data:`MISSING`), or None to send it; ``settled`` hears the
+    outcome of every record sent.
     """
 
     def __init__(
@@ -226,10 +235,12 @@ class BulkRunner:
         max_concurrency: int,
         on_failure: Callable[[Failure], object],
         progress: ProgressLogger,
-        classify: Callable[[Sequence[Job]], list[bool]] | None = None,
+        classify: Callable[[Sequence[Job]], list[str | None]] | None = None,
         settled: Callable[[Job, bool], None] | None = None,
+        drifted: Callable[[], int] | None = None,
     ) -> None:
         self._send = send
+        self._drifted = drifted
         self._classify = classify
         self._settled = settled
         self._with_attributes = with_attributes
@@ -303,13 +314,13 @@ class BulkRunner:
         """Send the records of ``batch`` that ``classify`` does not mark unchanged."""
         if not batch or self._classify is None:
             return
-        for job, unchanged in zip(batch, self._classify(batch), strict=True):
+        for job, outcome in zip(batch, self._classify(batch), strict=True):
             if self._stop.is_set():
                 with self._changed:
                     self.counts.skipped += 1
-            elif unchanged:
+            elif outcome is not None:
                 with self._changed:
-                    self.counts.unchanged += 1
+                    self._count(outcome)
                 self._report()
             else:
                 self._admit(job, pool)
@@ -344,7 +355,10 @@ class BulkRunner:
     def _report(self) -> None:
         counts = self.counts
         self._progress.update(
-            counts.done, failed=counts.failed, unchanged=None if self._classify is None else counts.unchanged
+            counts.done,
+            failed=counts.failed,
+            unchanged=None if self._classify is None else counts.unchanged,
+            drifted=None if self._drifted is None else self._drifted(),
         )
 
     # --- worker side --------------------------------------------------------------------------
@@ -379,12 +393,18 @@ class BulkRunner:
                     self._settled(job, False)
             return
         with self._changed:
-            if outcome == MISSING:
-                self.counts.missing += 1
-            else:
-                self.counts.succeeded += 1
+            self._count(outcome)
             if self._settled is not None:
                 self._settled(job, True)
+
+    def _count(self, outcome: str) -> None:
+        """Count a record that did not fail (caller holds the lock)."""
+        if outcome == MISSING:
+            self.counts.missing += 1
+        elif outcome == UNCHANGED:
+            self.counts.unchanged += 1
+        else:
+            self.counts.succeeded += 1
 
     def _next(self, identifier: str) -> Job | None:
         """Release the finished record's slot; hand over the next one queued for ``identifier``."""
@@ -443,9 +463,12 @@ def failures_file(
 
 @dataclass
 class SyncOutcome:
-    """What a sync state adds to a run: users absent from the source, and what clearing them did."""
+    """What a sync state or a reconcile adds to a run: drifted users, users absent from the source,
+    and what clearing them did."""
 
     remove_absent: bool
+    drifted: int | None = None
+    reconciled: dict[str, Any] | None = None
     absent: int = 0
     refused: KumulosError | None = None
     result: BulkResult | None = None
@@ -453,6 +476,10 @@ class SyncOutcome:
     def summary(self, unchanged: int) -> dict[str, Any]:
         """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
         entries: dict[str, Any] = {"unchanged": unchanged}
+        if self.drifted is not None:
+            entries["drifted"] = self.drifted
+        if self.reconciled is not None:
+            entries["reconciled"] = self.reconciled
         if self.remove_absent:
             counts = self.result.counts if self.result is not None else BulkCounts()
             entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
@@ -562,15 +589,19 @@ def run_bulk(
     request_stats: RequestStats | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
     state: SyncState | None = None,
+    reconciler: Reconciler | None = None,
     remove_absent: bool = False,
-    remove: Callable[[Job], str] | None = None,
+    remove: Remover | None = None,
+    managed_keys: Iterable[str] = (),
     max_removal_fraction: float = 0.5,
 ) -> BulkReport:
     """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report.
 
     With a sync ``state``, unchanged records are counted and not sent, and outcomes update the state.
-    With ``remove_absent``, users the state lists but the source did not hold then go through
-    ``remove`` (a dry run only counts them), unless they are more than ``max_removal_fraction`` of those synced.
+    With a ``reconciler``, records Kumulos already holds are counted and not sent instead.
+    With ``remove_absent``, users absent from the source go through ``remove`` (a dry run only
+    counts them), unless they are more than ``max_removal_fraction`` of the users they are taken
+    from: with a reconciler, those holding a managed key in Kumulos; else those the state synced.
     """
     progress = ProgressLogger(
         what,
@@ -580,6 +611,11 @@ def run_bulk(
         request_stats=request_stats,
         counts_failures=True,
     )
+    classify: Callable[[Sequence[Job]], list[str | None]] | None = None
+    if reconciler is not None:
+        classify = reconciler.classify
+    elif state is not None:
+        classify = functools.partial(_unchanged_since_last_sync, state)
     with failures_file(failures_path, with_attributes) as on_failure:
         runner = BulkRunner(
             send,
@@ -587,22 +623,37 @@ def run_bulk(
             max_concurrency=max_concurrency,
             on_failure=on_failure,
             progress=progress,
-            classify=None if state is None else state.classify,
+            classify=classify,
             settled=None if state is None or send is None else state.settled,
+            drifted=None if reconciler is None or state is None else lambda: reconciler.drifted,
         )
         result = runner.run(records)
     dry_run = send is None
     sync = None
-    if state is not None:
+    if reconciler is not None:
+        result.counts.duplicates = reconciler.duplicates
+        baseline = reconciler.baseline
+        sync = SyncOutcome(
+            remove_absent,
+            drifted=None if state is None else reconciler.drifted,
+            reconciled={"source": baseline.where, "users": baseline.users, "pages": baseline.pages},
+        )
+    elif state is not None:
         result.counts.duplicates = state.duplicates
         sync = SyncOutcome(remove_absent)
-    if state is not None and sync is not None and remove_absent and result.fatal is None:
-        sync.absent = state.absent_count()
-        sync.refused = _removal_guard(sync.absent, state.previous, max_removal_fraction)
-        if sync.refused is None and remove is not None and sync.absent:
-            sync.result = _remove_absent(
-                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
-            )
+    if sync is not None and remove_absent and result.fatal is None:
+        sync.result = _clear_absent(
+            sync,
+            state,
+            reconciler,
+            None if remove is None else remove,
+            frozenset(managed_keys),
+            max_removal_fraction,
+            max_concurrency,
+            logger,
+            request_stats,
+            progress_interval,
+        )
     report = BulkReport(
         what,
         result,
@@ -621,6 +672,8 @@ def run_bulk(
         _metrics.incr("records_failed", counts.failed, operation=operation)
         if sync is not None:
             _metrics.incr("records_unchanged", counts.unchanged, operation=operation)
+            if sync.drifted is not None:
+                _metrics.incr("records_drifted", sync.drifted, operation=operation)
             if sync.result is not None:
                 removal = sync.result.counts
                 _metrics.incr("records_removed", removal.succeeded + removal.missing, operation=operation)
@@ -628,33 +681,81 @@ def run_bulk(
     return report
 
 
-def _removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosError | None:
-    """The error refusing to clear ``absent`` of ``previous`` synced users, if they are too many."""
-    if absent <= max_fraction * previous:
+def _unchanged_since_last_sync(state: SyncState, jobs: Sequence[Job]) -> list[str | None]:
+    """A state's verdicts as the runner takes them: unchanged records are counted, the others sent."""
+    return [UNCHANGED if same else None for same in state.classify(jobs)]
+
+
+def _clear_absent(
+    sync: SyncOutcome,
+    state: SyncState | None,
+    reconciler: Reconciler | None,
+    remove: Remover | None,
+    managed_keys: frozenset[str],
+    max_fraction: float,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> BulkResult | None:
+    """Count the users absent from the source and, unless guarded or a dry run, clear them."""
+    managed = managed_keys | (state.keys if state is not None else frozenset())
+    if reconciler is not None:
+        managed |= reconciler.keys
+        holders, sync.absent = reconciler.baseline.find_absent(managed)
+        base = f"the {holders:,} users holding a managed key in Kumulos"
+        absent: Iterable[str] = reconciler.baseline.absent()
+        settled = None
+        if state is not None and remove is not None:
+            state.forget_absent()  # Kumulos, not the state, says who still holds managed keys
+    else:
+        assert state is not None
+        holders, sync.absent = state.previous, state.absent_count()
+        base = f"the {holders:,} users the last sync set"
+        absent, settled = state.absent(), state.removal_settled
+    sync.refused = _removal_guard(sync.absent, holders, max_fraction, base)
+    if sync.refused is not None or remove is None or not sync.absent:
+        return None
+    return _remove_absent(
+        absent,
+        remove(managed),
+        settled,
+        sync.absent,
+        max_concurrency,
+        logger,
+        request_stats,
+        progress_interval,
+    )
+
+
+def _removal_guard(absent: int, holders: int, max_fraction: float, base: str) -> KumulosError | None:
+    """The error refusing to clear ``absent`` of ``holders`` users (described by ``base``), if too many."""
+    if absent <= max_fraction * holders:
         return None
     return KumulosInputError(
         "max_removal_fraction",
-        f"{absent:,} of the {previous:,} users the last sync set ({100.0 * absent / previous:.1f}%) are "
-        f"absent from this run's source, more than max_removal_fraction={max_fraction}; none was cleared",
+        f"{absent:,} of {base} ({100.0 * absent / holders:.1f}%) are absent from this run's source, "
+        f"more than max_removal_fraction={max_fraction}; none was cleared",
         "Check the source (a broken query returns too few rows). If the removals are intended, raise "
         "max_removal_fraction (1.0 allows clearing everyone) for this run.",
     )
 
 
 def _remove_absent(
-    state: SyncState,
+    absent: Iterable[str],
     remove: Callable[[Job], str],
-    absent: int,
+    settled: Callable[[Job, bool], None] | None,
+    count: int,
     max_concurrency: int,
     logger: logging.Logger | Any,
     request_stats: RequestStats | None,
     progress_interval: float,
 ) -> BulkResult:
-    """Clear every absent user through ``remove``; outcomes go to the state, not to the failures file."""
+    """Clear every absent user through ``remove``; outcomes go to ``settled`` (the state), not to the failures file."""
     progress = ProgressLogger(
         "clear users absent from the source",
         logger=logger,
-        total=absent,
+        total=count,
         interval=progress_interval,
         request_stats=request_stats,
         counts_failures=True,
@@ -665,9 +766,9 @@ def _remove_absent(
         max_concurrency=max_concurrency,
         on_failure=lambda failure: None,
         progress=progress,
-        settled=state.removal_settled,
+        settled=settled,
     )
-    result = runner.run(SourceRecord("sync state", identifier) for identifier in state.absent())
+    result = runner.run(SourceRecord("absent from the source", identifier) for identifier in absent)
     counts = result.counts
     progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
     return result

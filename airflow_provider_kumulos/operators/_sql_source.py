@@ -55,6 +55,17 @@ SERVER_SIDE_CURSORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+class SqlRecords(Iterator[SourceRecord]):
+    """The query's rows as records, and its attribute columns (known even when no row came back)."""
+
+    def __init__(self, rows: Iterator[SourceRecord], attribute_columns: list[str]) -> None:
+        self._rows = rows
+        self.attribute_columns = attribute_columns
+
+    def __next__(self) -> SourceRecord:
+        return next(self._rows)
+
+
 def database_hook(conn_id: str) -> Any:
     """The common-sql ``DbApiHook`` of connection ``conn_id``, or an input error naming ``sql_conn_id``."""
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -88,7 +99,7 @@ def open_sql_source(
     identifier_column: str,
     with_attributes: bool,
     fetch_rows: int = FETCH_ROWS,
-) -> Iterator[Iterator[SourceRecord]]:
+) -> Iterator[SqlRecords]:
     """Run ``sql`` on ``conn_id`` and yield an iterator over its rows as records, fetched lazily.
 
     The query runs and its first rows are fetched here, so a refused query, a missing identifier
@@ -110,7 +121,10 @@ def open_sql_source(
                     "Fix the query (run it in a SQL client first) or its sql_parameters.",
                 ) from None
             columns = _columns(cursor, identifier_column)
-            yield _rows(cursor, first, columns, identifier_column, with_attributes, fetch_rows)
+            yield SqlRecords(
+                _rows(cursor, first, columns, identifier_column, with_attributes, fetch_rows),
+                [name for name in columns if name != identifier_column] if with_attributes else [],
+            )
 
 
 @contextlib.contextmanager

@@ -253,6 +253,11 @@ class SyncState:
                 yield identifier
             after = rows[-1][0]
 
+    def forget_absent(self) -> None:
+        """Drop the users absent from this run (a reconcile clears them from what Kumulos holds)."""
+        self._flush()
+        self._db.execute("DELETE FROM users WHERE run < ?", (self.run,))
+
     def removal_settled(self, job: Job, ok: bool) -> None:
         """An absent user lost the managed keys (``ok``: dropped from the state) or not (tried next run)."""
         with self._lock:

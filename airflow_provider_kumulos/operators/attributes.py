@@ -9,6 +9,7 @@ Everything heavy is imported inside ``execute``, so DAG files that import these 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos._lineage import LineageFacts
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
     from airflow_provider_kumulos.operators._bulk import BulkReport, Job
+    from airflow_provider_kumulos.operators._reconcile import Baseline
     from airflow_provider_kumulos.operators._sources import SourceRecord
     from airflow_provider_kumulos.operators._sync import SyncState
 
@@ -38,6 +40,8 @@ XCOM_RETURN_KEY = "return_value"
 DEFAULT_MAX_REMOVAL_FRACTION = 0.5
 
 Records = tuple[Iterable["SourceRecord"], int | None]
+#: Records, their count when known, and the attribute keys the source declares (a query's columns).
+OpenedRecords = tuple[Iterable["SourceRecord"], int | None, tuple[str, ...]]
 
 
 def _check_one_mode(given: dict[str, bool], fix: str) -> None:
@@ -66,8 +70,16 @@ def _from_json(value: object, parameter: str, expected: type | tuple[type, ...],
     return value
 
 
-#: Templated arguments both attribute operators share: the file and SQL sources, the failures file.
-_SOURCE_TEMPLATE_FIELDS = ("source_path", "sql", "sql_conn_id", "sql_parameters", "failures_path")
+#: Templated arguments both attribute operators share: the file and SQL sources, the failures file,
+#: the export to reconcile from.
+_SOURCE_TEMPLATE_FIELDS = (
+    "source_path",
+    "sql",
+    "sql_conn_id",
+    "sql_parameters",
+    "failures_path",
+    "reconcile_from",
+)
 _SOURCE_RENDERERS = {"sql": "sql", "sql_parameters": "json"}
 
 
@@ -102,10 +114,15 @@ class _AttributesOperator(BaseOperator):
         max_failures: int,
         failures_path: Any,
         dry_run: bool,
+        reconcile: bool,
+        reconcile_from: Any,
         progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reconcile_from = reconcile_from
+        # An export to reconcile from is a reconcile: reconcile=True is implied.
+        self.reconcile = check_bool("reconcile", reconcile) or reconcile_from is not None
         self.progress_interval = check_interval(progress_interval)
         self._lineage: LineageFacts | None = None
         self.kumulos_conn_id = kumulos_conn_id
@@ -166,14 +183,27 @@ class _AttributesOperator(BaseOperator):
         """The sync state this run reads and updates, if the operator keeps one."""
         return contextlib.nullcontext()
 
-    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
-        """The call that clears a user absent from the source, if the operator removes them."""
+    def _remover(self, hook: KumulosCRMHook) -> Callable[[frozenset[str]], Callable[[Job], str]] | None:
+        """Makes the call that clears the managed keys of a user absent from the source, if the
+        operator removes them."""
         return None
+
+    def _missing_ok(self) -> bool:
+        """Whether a user Kumulos does not list counts as done without a request (deletes)."""
+        return False
+
+    def _merge(self) -> bool:
+        """Whether a record only needs its own keys in place (merge), not the whole attribute set."""
+        return False
+
+    def _managed_keys(self) -> tuple[str, ...]:
+        """Attribute keys this run manages beyond those its records carry."""
+        return ()
 
     # --- execution ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _open_records(self) -> Iterator[Records]:
+    def _open_records(self) -> Iterator[OpenedRecords]:
         if self.sql is not None:
             from airflow_provider_kumulos.operators._sql_source import open_sql_source
 
@@ -193,11 +223,11 @@ class _AttributesOperator(BaseOperator):
                 parameters=parameters,
                 identifier_column=self.identifier_column,
                 with_attributes=self.with_attributes,
-            ) as records:
-                yield records, None
+            ) as rows:
+                yield rows, None, tuple(rows.attribute_columns)
             return
         if self.source_path is None:
-            yield self._given_records()
+            yield (*self._given_records(), ())
             return
         from airflow_provider_kumulos.operators._sources import open_source
 
@@ -209,7 +239,24 @@ class _AttributesOperator(BaseOperator):
             attribute_types=self._attribute_types(),
             with_attributes=self.with_attributes,
         ) as records:
-            yield records, None
+            yield records, None, ()
+
+    def _baseline(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[Baseline | None]:
+        """What Kumulos holds, read before any write, when reconciling."""
+        if not self.reconcile:
+            return contextlib.nullcontext()
+        from airflow_provider_kumulos._checks import check_path
+        from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
+        from airflow_provider_kumulos.operators._reconcile import FROM_PARAMETER, open_baseline
+
+        return open_baseline(
+            hook,
+            None if self.reconcile_from is None else check_path(FROM_PARAMETER, self.reconcile_from),
+            merge=self._merge(),
+            ahead=min(self.max_concurrency, MAX_AHEAD),
+            logger=self.log,
+            progress_interval=self.progress_interval,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check every argument, run the records through the bulk runner, return (and push) the summary.
@@ -222,15 +269,15 @@ class _AttributesOperator(BaseOperator):
         from airflow_provider_kumulos.operators import _bulk
 
         failures_path = _bulk.check_failures_path(self.failures_path)
-        with self._open_records() as (records, total):
+        with self._open_records() as (records, total, source_keys):
             hook = KumulosCRMHook(
                 self.kumulos_conn_id,
                 pool_size=self.max_concurrency,
                 max_requests_per_second=self.max_requests_per_second,
             )
             try:
-                with self._sync_state(hook) as state:
-                    report = self._run(records, total, hook, state, failures_path)
+                with self._sync_state(hook) as state, self._baseline(hook) as baseline:
+                    report = self._run(records, total, hook, state, baseline, source_keys, failures_path)
             finally:
                 hook.close()
         counts = report.result.counts
@@ -249,12 +296,16 @@ class _AttributesOperator(BaseOperator):
         total: int | None,
         hook: KumulosCRMHook,
         state: SyncState | None,
+        baseline: Baseline | None,
+        source_keys: tuple[str, ...],
         failures_path: ObjectStoragePath | None,
     ) -> BulkReport:
-        """Hand the records, the calls to make and the sync state (if any) to the bulk runner."""
+        """Hand the records, the calls to make, the sync state and what Kumulos holds (if any) to the runner."""
         from airflow_provider_kumulos.operators import _bulk
+        from airflow_provider_kumulos.operators._reconcile import Reconciler
 
         live = not self.is_dry_run
+        reconciler = None if baseline is None else Reconciler(baseline, state, missing_ok=self._missing_ok())
         return _bulk.run_bulk(
             records,
             self._sender(hook) if live else None,
@@ -268,8 +319,10 @@ class _AttributesOperator(BaseOperator):
             request_stats=hook.stats if live else None,
             progress_interval=self.progress_interval,
             state=state,
+            reconciler=reconciler,
             remove_absent=self.remove_absent,
-            remove=self._remover(hook, state) if live and state is not None else None,
+            remove=self._remover(hook) if live else None,
+            managed_keys=(*source_keys, *self._managed_keys()),
             max_removal_fraction=self.max_removal_fraction,
         )
 
@@ -294,7 +347,9 @@ class SetAttributesOperator(_AttributesOperator):
     writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
     goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
     only records whose attributes changed since the last successful sync are sent, and with
-    ``remove_absent`` users who left the source lose the keys this sync manages. See
+    ``remove_absent`` users who left the source lose the keys this sync manages. With
+    ``reconcile=True`` (or ``reconcile_from``, an export) the run first reads what Kumulos holds and
+    sends only the records that differ from it, which also corrects what the app overwrote. See
     docs/attributes.md for every parameter.
     """
 
@@ -339,6 +394,9 @@ class SetAttributesOperator(_AttributesOperator):
         full_refresh: bool = False,
         remove_absent: bool = False,
         max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
+        reconcile: bool = False,
+        reconcile_from: Any = None,
+        managed_keys: Iterable[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -354,17 +412,31 @@ class SetAttributesOperator(_AttributesOperator):
             max_failures=max_failures,
             failures_path=failures_path,
             dry_run=dry_run,
+            reconcile=reconcile,
+            reconcile_from=reconcile_from,
             **kwargs,
         )
         self.sync_state_path = sync_state_path
         self.full_refresh = check_bool("full_refresh", full_refresh)
         self.remove_absent = check_bool("remove_absent", remove_absent)
         self.max_removal_fraction = check_number("max_removal_fraction", max_removal_fraction, 0.0, 1.0)
-        if sync_state_path is None and (full_refresh or remove_absent):
-            given = "full_refresh" if full_refresh else "remove_absent"
+        if sync_state_path is None and full_refresh:
             raise KumulosInputError(
-                given, "it needs a sync state", f"Pass sync_state_path, or remove {given}."
+                "full_refresh", "it needs a sync state", "Pass sync_state_path, or remove full_refresh."
             )
+        if full_refresh and self.reconcile:
+            raise KumulosInputError(
+                "full_refresh",
+                "it sends every record, while reconcile sends only those Kumulos does not hold",
+                "Pass one of the two.",
+            )
+        if remove_absent and sync_state_path is None and not self.reconcile:
+            raise KumulosInputError(
+                "remove_absent",
+                "it needs a sync state or a reconcile to know who holds the keys this sync manages",
+                "Pass sync_state_path or reconcile=True, or remove remove_absent.",
+            )
+        self.managed_keys = _check_managed_keys(managed_keys, self.remove_absent)
         _check_one_mode(
             {
                 "user_id": user_id is not None or attributes is not None,
@@ -438,38 +510,26 @@ class SetAttributesOperator(_AttributesOperator):
             save=not self.is_dry_run,
         )
 
-    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+    def _merge(self) -> bool:
+        return self.merge
+
+    def _managed_keys(self) -> tuple[str, ...]:
+        return self.managed_keys
+
+    def _remover(self, hook: KumulosCRMHook) -> Callable[[frozenset[str]], Callable[[Job], str]] | None:
         """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
         if not self.remove_absent:
             return None
-        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
-
-        merge = self.merge
-        managed = frozenset(state.keys)
-
-        def remove(job: Job) -> str:
-            try:
-                if merge:
-                    current = hook.get_attributes(job.identifier)
-                    rest = {key: value for key, value in current.items() if key not in managed}
-                    if len(rest) == len(current):
-                        return SUCCEEDED  # nothing of ours left: no write
-                    if rest:
-                        hook.set_attributes(job.identifier, rest)
-                        return SUCCEEDED
-                hook.delete_attributes(job.identifier)
-            except KumulosUserNotFoundError:
-                return MISSING
-            return SUCCEEDED
-
-        return remove
+        return functools.partial(_remove_managed, hook, self.merge)
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        """PUT the record; with merge, overlaid on a fresh read (and skipped, reconciling, when it
+        shows Kumulos already holds the record)."""
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-        from airflow_provider_kumulos.operators._bulk import SUCCEEDED
+        from airflow_provider_kumulos.operators._bulk import SUCCEEDED, UNCHANGED
+        from airflow_provider_kumulos.operators._reconcile import already_holds
 
-        merge = self.merge
+        merge, reconcile = self.merge, self.reconcile
 
         def send(job: Job) -> str:
             attributes = dict(job.attributes or {})
@@ -478,6 +538,8 @@ class SetAttributesOperator(_AttributesOperator):
                     current = hook.get_attributes(job.identifier)
                 except KumulosUserNotFoundError:
                     current = {}  # PUT creates the user
+                if reconcile and already_holds(current, attributes):
+                    return UNCHANGED
                 attributes = {**current, **attributes}
             hook.set_attributes(job.identifier, attributes)
             return SUCCEEDED
@@ -485,12 +547,57 @@ class SetAttributesOperator(_AttributesOperator):
         return send
 
 
+def _check_managed_keys(value: Iterable[str] | None, remove_absent: bool) -> tuple[str, ...]:
+    """``managed_keys``: attribute keys ``remove_absent`` clears beyond those the source carries."""
+    if value is None:
+        return ()
+    if not remove_absent:
+        raise KumulosInputError(
+            "managed_keys", "it only applies with remove_absent", "Remove it or pass remove_absent=True."
+        )
+    keys = (
+        list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) else None
+    )
+    if keys is None or not all(isinstance(key, str) and key for key in keys):
+        raise KumulosInputError(
+            "managed_keys",
+            f"expected a list of attribute keys, got {value!r}",
+            'Pass e.g. ["segment", "tier"].',
+        )
+    return tuple(keys)
+
+
+def _remove_managed(hook: KumulosCRMHook, merge: bool, managed: frozenset[str]) -> Callable[[Job], str]:
+    """The call that clears the ``managed`` keys of one user absent from the source."""
+    from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+    from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
+
+    def remove(job: Job) -> str:
+        try:
+            if merge:
+                current = hook.get_attributes(job.identifier)
+                rest = {key: value for key, value in current.items() if key not in managed}
+                if len(rest) == len(current):
+                    return SUCCEEDED  # nothing of ours left: no write
+                if rest:
+                    hook.set_attributes(job.identifier, rest)
+                    return SUCCEEDED
+            hook.delete_attributes(job.identifier)
+        except KumulosUserNotFoundError:
+            return MISSING
+        return SUCCEEDED
+
+    return remove
+
+
 class DeleteAttributesOperator(_AttributesOperator):
     """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
     Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
-    as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
-    failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
+    as done (``missing`` in the summary), so re-running a delete is harmless. With ``reconcile=True``
+    (or ``reconcile_from``) users who hold no attributes (``unchanged``) or whom Kumulos does not
+    list (``missing``, with ``missing_ok``) get no request. Same concurrency, failures file,
+    ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
     """
 
     template_fields = ("kumulos_conn_id", "user_id", "user_ids", *_SOURCE_TEMPLATE_FIELDS)
@@ -517,6 +624,8 @@ class DeleteAttributesOperator(_AttributesOperator):
         failures_path: Any = None,
         dry_run: bool = False,
         identifier_column: str = "identifier",
+        reconcile: bool = False,
+        reconcile_from: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -532,6 +641,8 @@ class DeleteAttributesOperator(_AttributesOperator):
             max_failures=max_failures,
             failures_path=failures_path,
             dry_run=dry_run,
+            reconcile=reconcile,
+            reconcile_from=reconcile_from,
             **kwargs,
         )
         _check_one_mode(
@@ -546,6 +657,9 @@ class DeleteAttributesOperator(_AttributesOperator):
         self.user_id = user_id
         self.user_ids = user_ids
         self.missing_ok = check_bool("missing_ok", missing_ok)
+
+    def _missing_ok(self) -> bool:
+        return self.missing_ok
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
