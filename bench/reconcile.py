@@ -134,7 +134,7 @@ def export(path: Path) -> tuple[float, dict[str, Any]]:
     from airflow_provider_kumulos.operators.kumulos import ExportUsersOperator
 
     operator: Any = ExportUsersOperator(
-        task_id="export", kumulos_conn_id="kumulos_bench", output_path=str(path), max_concurrency=16
+        task_id="export", kumulos_conn_id="kumulos_bench", output_path=str(path), max_concurrency=8
     )
     began = time.perf_counter()
     summary = operator.execute({})
@@ -186,7 +186,19 @@ def speed(rows: int, latency: float, workdir: Path) -> None:
         targets = changed | overwritten
         before = dict(held(emulator, latency))
         export_path = workdir / "export.jsonl"
+        pages = -(-rows // PAGE)
         ways = [
+            Way("reconcile=True", {"reconcile": True}, goal=REQUESTS_GOAL, max_pages=pages),
+            Way(
+                "reconcile=True, merge=True",
+                {"reconcile": True},
+                merge=True,
+                goal=MERGE_REQUESTS_GOAL,
+                max_pages=pages,
+            ),
+            Way(
+                "reconcile_from=export", {"reconcile_from": str(export_path)}, goal=REQUESTS_GOAL, max_pages=0
+            ),
             Way("state only", {}),
             Way("full_refresh", {"full_refresh": True}),
         ]
