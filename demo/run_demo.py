@@ -4,10 +4,13 @@ Everything lives under ``.demo/`` and is wiped at the start, so the demo can run
 times: a SQLite AIRFLOW_HOME (``airflow db migrate``), a SQLite warehouse file, the emulator as its
 own process on loopback, then ``airflow dags test kumulos_segment_refresh`` with the dags folder
 pointing at ``example_dags/`` and the outputs (and the sync state) written to ``.demo/output/``.
-The first run sends every user; then a few users change in Kumulos, and the second run sends only
-those and clears the users who left. The connections and the output Variable come from the
-environment, as in a deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets
-what each run sent, read back from the run's XCom and from the emulator. Run it with ``make demo``.
+The first run sends every user; then a few users change in Kumulos and the app overwrites the
+attributes of 50 others (as its SDK does), and the second run, reconciling against its export,
+sends only those: the overwritten ones are counted as drifted and corrected. The demo ends by
+checking, through the emulator's users listing, that every user in Kumulos holds the segments the
+warehouse computed. The connections and the output Variable come from the environment, as in a
+deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets what each run sent,
+read back from the run's XCom and from the emulator. Run it with ``make demo``.
 """
 
 from __future__ import annotations
@@ -172,9 +175,14 @@ def print_run(title: str, report: dict[str, Any], answered: str, seconds: float)
         ("segments (SQL)", f"inactive_30d {report['inactive_30d']:,}; primary_platform {platforms}"),
         (
             "sent",
-            f"{report['sent']:,} users new or changed since the last sync (merged into their attributes)",
+            f"{report['sent']:,} users whose segments Kumulos lacked (merged into their attributes)",
         ),
-        ("unchanged", f"{report['unchanged']:,} users skipped without a request"),
+        ("unchanged", f"{report['unchanged']:,} users already holding theirs (per the export): no request"),
+        (
+            "drifted",
+            f"{report['drifted']:,} of those sent held other segments than the last sync had sent "
+            "(overwritten in Kumulos since): corrected",
+        ),
         ("removed", f"{report['removed']:,} users absent from the warehouse lost the segment keys"),
         ("failures", failures),
         ("requests", f"{report['requests']:,} by the push; the emulator answered {answered} in all"),

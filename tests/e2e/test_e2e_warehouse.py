@@ -82,5 +82,10 @@ def test_the_warehouse_dag_parses_with_its_postgres_source(airflow_home: Any) ->
 
     assert bag.import_errors == {}
     task = bag.dags[DAG_ID].get_task("sync_segments")
-    assert (task.sql_conn_id, task.merge, task.remove_absent) == ("kumulos_e2e_warehouse", True, True)
+    assert (task.sql_conn_id, task.reconcile, task.merge, task.remove_absent) == (
+        "kumulos_e2e_warehouse",
+        True,
+        True,
+        True,
+    )
     assert "{{" in task.sync_state_path
