@@ -28,10 +28,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from _common import (
     EmulatorProcess,
@@ -64,17 +65,18 @@ def attributes(i: int, version: int) -> dict[str, Any]:
 
 
 def identifier(i: int) -> str:
+    """Row ``i``'s user identifier."""
     return f"user-{i:08d}"
 
 
 def write_model(path: Path, rows: int, changed: set[int]) -> dict[str, dict[str, Any]]:
     """``rows`` users as JSONL, version 1 for the ``changed`` rows; returns the model by identifier."""
-    model = {}
+    model: dict[str, dict[str, Any]] = {}
     with path.open("w", encoding="utf-8") as out:
         for i in range(rows):
-            record = {"identifier": identifier(i), "attributes": attributes(i, int(i in changed))}
-            model[record["identifier"]] = record["attributes"]
-            out.write(json.dumps(record) + "\n")
+            ident, wanted = identifier(i), attributes(i, int(i in changed))
+            model[ident] = wanted
+            out.write(json.dumps({"identifier": ident, "attributes": wanted}) + "\n")
     return model
 
 
@@ -142,19 +144,24 @@ def export(path: Path) -> tuple[float, dict[str, Any]]:
 
 
 def request_counts(emulator: EmulatorProcess) -> dict[str, int]:
+    """The emulator's API answers so far, per method and status (``PUT 200``...)."""
     return dict(emulator.admin("stats")["requests"])
 
 
 def restore(emulator: EmulatorProcess, before: dict[str, dict[str, Any]], latency: float) -> None:
     """Put back every user whose attributes differ from ``before`` (not API requests: admin PUTs)."""
-    from urllib.parse import quote
-
     for ident, holds in list(held(emulator, latency)):
         if before.get(ident) != holds:
             emulator.admin(f"users/{quote(ident, safe='')}/attributes", "PUT", before[ident])
 
 
-def measure(way: Way, emulator: EmulatorProcess, run: Any, model: dict[str, Any], latency: float) -> None:
+def measure(
+    way: Way,
+    emulator: EmulatorProcess,
+    run: Callable[[], tuple[float, dict[str, Any]]],
+    model: dict[str, Any],
+    latency: float,
+) -> None:
     """Run one way from the current state; fill in its time, requests and users left differing."""
     counts = request_counts(emulator)
     emulator.admin("requests", "DELETE")
