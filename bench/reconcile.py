@@ -7,7 +7,8 @@ the mobile SDK does). Run 2 is measured several ways, each from that same starti
 put back between them): ``reconcile=True`` with and without ``merge``, ``reconcile_from`` an export
 written just before, state only, and ``full_refresh``. Printed per way: listing pages, requests per
 changed-or-overwritten user besides the listing, users left differing from the model, and time
-against run 1. Goals for reconcile: at most 100 listing pages (0 with ``reconcile_from``), at most
+against run 1, wall and CPU (the CPU this process used: on a machine shared with other work, wall
+time inflates CPU-bound runs more than the latency-bound run 1, the CPU ratio does not). Goals for reconcile: at most 100 listing pages (0 with ``reconcile_from``), at most
 1.05 requests per changed-or-overwritten user (2.1 with merge), 0 users left differing, at least
 10x faster than run 1.
 
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -98,6 +99,15 @@ def differs(holds: dict[str, Any] | None, wanted: dict[str, Any], merge: bool) -
     return holds != wanted
 
 
+@dataclass(frozen=True)
+class Timed:
+    """One operator run: wall seconds, CPU seconds of this process (every thread), its summary."""
+
+    seconds: float
+    cpu_seconds: float
+    summary: dict[str, Any]
+
+
 @dataclass
 class Way:
     """One way of running the second sync: its operator options and what it cost."""
@@ -107,15 +117,14 @@ class Way:
     merge: bool = False
     goal: float | None = None
     max_pages: int | None = None
-    seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
+    run: Timed = Timed(0.0, 0.0, {})
     pages: int = 0
     other_requests: int = 0
     left: int = 0
 
 
-def sync(source: Path, state: Path | None, **options: Any) -> tuple[float, dict[str, Any]]:
-    """One SetAttributesOperator run in this process; seconds and summary."""
+def sync(source: Path, state: Path | None, **options: Any) -> Timed:
+    """One SetAttributesOperator run in this process."""
     from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 
     operator: Any = SetAttributesOperator(
@@ -126,21 +135,21 @@ def sync(source: Path, state: Path | None, **options: Any) -> tuple[float, dict[
         max_concurrency=16,
         **options,
     )
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     summary = operator.execute({})
-    return time.perf_counter() - began, summary
+    return Timed(time.perf_counter() - began, time.process_time() - cpu, summary)
 
 
-def export(path: Path) -> tuple[float, dict[str, Any]]:
-    """ExportUsersOperator to JSONL, as a DAG does before it reconciles; seconds and summary."""
+def export(path: Path) -> Timed:
+    """ExportUsersOperator to JSONL, as a DAG does before it reconciles."""
     from airflow_provider_kumulos.operators.kumulos import ExportUsersOperator
 
     operator: Any = ExportUsersOperator(
         task_id="export", kumulos_conn_id="kumulos_bench", output_path=str(path), max_concurrency=8
     )
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     summary = operator.execute({})
-    return time.perf_counter() - began, summary
+    return Timed(time.perf_counter() - began, time.process_time() - cpu, summary)
 
 
 def request_counts(emulator: EmulatorProcess) -> dict[str, int]:
@@ -158,14 +167,14 @@ def restore(emulator: EmulatorProcess, before: dict[str, dict[str, Any]], latenc
 def measure(
     way: Way,
     emulator: EmulatorProcess,
-    run: Callable[[], tuple[float, dict[str, Any]]],
+    run: Callable[[], Timed],
     model: dict[str, Any],
     latency: float,
 ) -> None:
     """Run one way from the current state; fill in its time, requests and users left differing."""
     counts = request_counts(emulator)
     emulator.admin("requests", "DELETE")
-    way.seconds, way.summary = run()
+    way.run = run()
     now = request_counts(emulator)
     delta = {name: now[name] - counts.get(name, 0) for name in now}
     gets = sum(count for name, count in delta.items() if name.startswith("GET "))
@@ -183,7 +192,7 @@ def speed(rows: int, latency: float, workdir: Path) -> None:
     with emulator_process(0, workdir, api_key=API_KEY, extra_args=["--latency", str(latency)]) as emulator:
         os.environ[CONNECTION] = emulator.connection_json()
         write_model(source, rows, set())
-        first_seconds, first = sync(source, state)
+        first = sync(source, state)
         shutil.copy(state, first_state)
         step = int(1 / CHANGED)
         changed = {identifier(i) for i in range(0, rows, step)}
@@ -209,35 +218,34 @@ def speed(rows: int, latency: float, workdir: Path) -> None:
             Way("state only", {}),
             Way("full_refresh", {"full_refresh": True}),
         ]
-        exported: tuple[float, dict[str, Any]] = (0.0, {})
+        exported: Timed | None = None
         for way in ways:
             restore(emulator, before, latency)
             shutil.copy(first_state, state)
             if "reconcile_from" in way.options:
                 exported = export(export_path)
 
-            def run(way: Way = way) -> tuple[float, dict[str, Any]]:
+            def run(way: Way = way) -> Timed:
                 return sync(source, state, merge=way.merge, **way.options)
 
             measure(way, emulator, run, model, latency)
-    report(rows, latency, first_seconds, first, len(changed), len(overwritten), len(targets), ways, exported)
+    report(rows, latency, first, len(changed), len(overwritten), len(targets), ways, exported)
 
 
 def report(
     rows: int,
     latency: float,
-    first_seconds: float,
-    first: dict[str, Any],
+    first: Timed,
     changed: int,
     overwritten: int,
     targets: int,
     ways: list[Way],
-    exported: tuple[float, dict[str, Any]],
+    exported: Timed | None,
 ) -> None:
     """The speed table and one line per goal."""
     print(
         f"\n{rows:,} rows, {latency * 1000:.0f} ms per answer, max_concurrency=16; run 1 sent "
-        f"{first['succeeded']:,} in {first_seconds:.1f} s; then {changed:,} rows changed in the model and "
+        f"{first.summary['succeeded']:,} in {first.seconds:.1f} s ({first.cpu_seconds:.1f} s of CPU); then {changed:,} rows changed in the model and "
         f"the app overwrote {overwritten:,} users ({targets:,} distinct users to correct)"
     )
     table = []
@@ -245,14 +253,16 @@ def report(
         table.append(
             [
                 way.name,
-                f"{way.seconds:.2f}",
-                f"{first_seconds / way.seconds:.1f}x",
+                f"{way.run.seconds:.2f}",
+                f"{first.seconds / way.run.seconds:.1f}x",
+                f"{way.run.cpu_seconds:.2f}",
+                f"{first.cpu_seconds / way.run.cpu_seconds:.1f}x",
                 way.pages,
                 way.other_requests,
                 f"{way.other_requests / targets:.3f}",
-                way.summary.get("succeeded", 0),
-                way.summary.get("unchanged", 0),
-                way.summary.get("drifted", "-"),
+                way.run.summary.get("succeeded", 0),
+                way.run.summary.get("unchanged", 0),
+                way.run.summary.get("drifted", "-"),
                 way.left,
             ]
         )
@@ -260,6 +270,8 @@ def report(
         [
             "run 2",
             "seconds",
+            "vs run 1",
+            "CPU s",
             "vs run 1",
             "listing pages",
             "other requests",
@@ -271,16 +283,16 @@ def report(
         ],
         table,
     )
-    if exported[1]:
+    if exported is not None:
         print(
-            f"(the export read by reconcile_from took {exported[0]:.2f} s and "
-            f"{exported[1]['pages_fetched']} pages, before run 2)"
+            f"(the export read by reconcile_from took {exported.seconds:.2f} s and "
+            f"{exported.summary['pages_fetched']} pages, before run 2)"
         )
     for way in ways:
         if way.goal is None:
             continue
         ratio = way.other_requests / targets
-        speedup = first_seconds / way.seconds
+        speedup = first.seconds / way.run.seconds
         max_pages = way.max_pages if way.max_pages is not None else 0
         met = way.pages <= max_pages and ratio <= way.goal and way.left == 0 and speedup >= SPEEDUP_GOAL
         print(
@@ -304,8 +316,9 @@ def write_held_model(emulator: EmulatorProcess, path: Path, changed_every: int) 
 
 def child(source: str) -> None:
     """Reconcile ``source`` (no state); print the summary, seconds and this process's peak RSS."""
-    seconds, summary = sync(Path(source), None, reconcile=True)
-    print(json.dumps({"summary": summary, "seconds": seconds, "vmhwm_kib": peak_rss_kib(os.getpid())}))
+    run = sync(Path(source), None, reconcile=True)
+    figures = {"summary": run.summary, "seconds": run.seconds, "vmhwm_kib": peak_rss_kib(os.getpid())}
+    print(json.dumps(figures))
 
 
 def memory(sizes: tuple[int, int], workdir: Path) -> None:
