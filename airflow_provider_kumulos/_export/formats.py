@@ -38,6 +38,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_kumulos._export.options import ExportOptions, parse_timestamp
+from airflow_provider_kumulos._users import BOOLEAN_FIELDS, JSON_FIELDS, TIMESTAMP_FIELDS, USER
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -129,7 +130,8 @@ def _json_identifiers(stream: IO[bytes]) -> Iterator[str]:
 
 # --- CSV ----------------------------------------------------------------------------------------------------
 
-SCALAR_FIELDS = ("firstActive", "lastActive", "createdAt", "updatedAt", "inAppEnabled")
+#: Columns between the identifier and the attributes, in this order.
+SCALAR_FIELDS = (*TIMESTAMP_FIELDS, *BOOLEAN_FIELDS)
 ATTRIBUTE_PREFIX = "attr."
 EXTRA_ATTRIBUTES = "attributes_json"
 
@@ -221,8 +223,6 @@ def _csv_identifiers(stream: IO[bytes]) -> Iterator[str]:
 # --- Parquet ------------------------------------------------------------------------------------------------
 
 ROW_GROUP_USERS = 10_000
-_TIMESTAMP_COLUMNS = ("firstActive", "lastActive", "createdAt", "updatedAt")
-JSON_FIELDS = ("attributes", "installs")
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -238,11 +238,14 @@ def _timestamp(value: Any) -> datetime | None:
 def _types() -> dict[str, Any]:
     import pyarrow as pa
 
-    types = {name: pa.timestamp("us", tz="UTC") for name in _TIMESTAMP_COLUMNS}
-    types.update(
-        identifier=pa.string(), inAppEnabled=pa.bool_(), attributes=pa.string(), installs=pa.string()
-    )
-    return types
+    kinds = {
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "boolean": pa.bool_(),
+        "object": pa.string(),  # JSON text
+        "array": pa.string(),
+    }
+    return {field.name: kinds[field.kind] for field in USER}
 
 
 def schema(kept_fields: Sequence[str]) -> Any:
@@ -254,11 +257,11 @@ def schema(kept_fields: Sequence[str]) -> Any:
 
 
 def _column(name: str, users: Sequence[dict[str, Any]]) -> list[Any]:
-    if name in _TIMESTAMP_COLUMNS:
+    if name in TIMESTAMP_FIELDS:
         return [_timestamp(user.get(name)) for user in users]
     if name in JSON_FIELDS:
         return [None if user.get(name) is None else cell(user.get(name)) for user in users]
-    if name == "inAppEnabled":
+    if name in BOOLEAN_FIELDS:
         return [value if isinstance(value := user.get(name), bool) else None for user in users]
     return [user.get(name) for user in users]
 
@@ -494,20 +497,25 @@ _ATTRIBUTE_READERS: dict[str, Callable[[IO[bytes], str], Iterator[tuple[str, Sto
 EXACT_ATTRIBUTES = frozenset({"jsonl", "json", "parquet"})
 
 
-def sniff_format(path: ObjectStoragePath) -> tuple[str, str | None]:
+def sniff_format(path: ObjectStoragePath, parameter: str) -> tuple[str, str | None]:
     """``(format, compression)`` of an export file, from its first bytes (a file may have any name)."""
-    with path.fs.open(path.path, "rb") as raw:
-        head = raw.read(4)
-        compression = "gzip" if head[:2] == b"\x1f\x8b" else None
-        if compression:
-            raw.seek(0)
-            head = gzip.GzipFile(fileobj=raw, mode="rb").read(4096)
-        else:
-            head += raw.read(4092)
+    try:
+        with path.fs.open(path.path, "rb") as raw:
+            head = raw.read(4)
+            compression = "gzip" if head[:2] == b"\x1f\x8b" else None
+            if compression:
+                raw.seek(0)
+                head = gzip.GzipFile(fileobj=raw, mode="rb").read(4096)
+            else:
+                head += raw.read(4092)
+    except (EOFError, OSError) as exc:  # gzip.BadGzipFile among them
+        raise _not_readable(parameter, f"{path} is not a readable export ({type(exc).__name__})") from None
     if head[:4] == b"PAR1":
         return "parquet", compression
     first = head.lstrip()[:1]
-    return {b"[": "json", b"{": "jsonl"}.get(first, "csv"), compression
+    if first == b"[":
+        return "json", compression
+    return ("jsonl" if first in (b"{", b"") else "csv"), compression  # an empty export is JSON Lines
 
 
 def read_attributes(

@@ -1,9 +1,11 @@
-"""Change-only sync state: per identifier, a digest of the attributes last sent, in one SQLite file.
+"""Change-only sync: per identifier, a digest of the attributes last sent, in one SQLite file; removals.
 
 The state lives on any object storage (``sync_state_path``). A run downloads it to a local temporary
 file, reads and updates it there in batches (SQLite on disk: memory does not grow with the number of
 users) and uploads it with :func:`~airflow_provider_kumulos._storage.atomic_write` at the end, so a
 run killed outright leaves the previous state where it was. docs/attributes.md describes the format.
+Users the state lists but this run's source did not hold are cleared through the bulk runner, unless
+they are too many (:func:`removal_guard`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_kumulos._bulk.records import Job, SourceRecord
+from airflow_provider_kumulos._bulk.runner import BulkCounts, BulkResult, BulkRunner
+from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos._storage import STALE_TEMPORARY_SECONDS, atomic_write
-from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 
 if TYPE_CHECKING:
+    import logging
+
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos.operators._bulk import Job
+    from airflow_provider_kumulos._bulk.reconcile import Reconciler
+    from airflow_provider_kumulos._bulk.records import Remover
+    from airflow_provider_kumulos._stats import RequestStats
 
 #: What the ``meta`` table's ``format`` row says, so that any other file is refused clearly.
 FORMAT = "airflow-provider-kumulos sync state"
@@ -329,3 +339,138 @@ def open_state(
         if save:
             with open(local, "rb") as source, atomic_write(path, "wb") as target:
                 shutil.copyfileobj(source, target, COPY_CHUNK)
+
+
+# --- users absent from the source ------------------------------------------------------------
+
+
+@dataclass
+class SyncOutcome:
+    """What a sync state or a reconcile adds to a run: drifted users, users absent from the source,
+    and what clearing them did."""
+
+    remove_absent: bool
+    drifted: int | None = None
+    reconciled: dict[str, Any] | None = None
+    absent: int = 0
+    refused: KumulosError | None = None
+    result: BulkResult | None = None
+
+    def summary(self, unchanged: int) -> dict[str, Any]:
+        """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
+        entries: dict[str, Any] = {"unchanged": unchanged}
+        if self.drifted is not None:
+            entries["drifted"] = self.drifted
+        if self.reconciled is not None:
+            entries["reconciled"] = self.reconciled
+        if self.remove_absent:
+            counts = self.result.counts if self.result is not None else BulkCounts()
+            entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
+            entries["removal_failed"] = counts.failed
+        return entries
+
+
+def removal_guard(absent: int, holders: int, max_fraction: float, base: str) -> KumulosError | None:
+    """The error refusing to clear ``absent`` of ``holders`` users (described by ``base``), if too many."""
+    if absent <= max_fraction * holders:
+        return None
+    return KumulosInputError(
+        "max_removal_fraction",
+        f"{absent:,} of {base} ({100.0 * absent / holders:.1f}%) are absent from this run's source, "
+        f"more than max_removal_fraction={max_fraction}; none was cleared",
+        "Check the source (a broken query returns too few rows). If the removals are intended, raise "
+        "max_removal_fraction (1.0 allows clearing everyone) for this run.",
+    )
+
+
+def clear_absent(
+    absent: Iterable[str],
+    count: int,
+    remove: Callable[[Job], str],
+    settled: Callable[[Job, bool], None] | None,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> BulkResult:
+    """Clear every absent user through ``remove``; outcomes go to ``settled`` (the state), not to the
+    failures file."""
+    progress = ProgressLogger(
+        "clear users absent from the source",
+        logger=logger,
+        total=count,
+        interval=progress_interval,
+        request_stats=request_stats,
+        counts_failures=True,
+    )
+    runner = BulkRunner(
+        remove,
+        with_attributes=False,
+        max_concurrency=max_concurrency,
+        on_failure=lambda failure: None,
+        progress=progress,
+        settled=settled,
+    )
+    result = runner.run(SourceRecord("absent from the source", identifier) for identifier in absent)
+    counts = result.counts
+    progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
+    return result
+
+
+def finish_sync(
+    state: SyncState | None,
+    reconciler: Reconciler | None,
+    result: BulkResult,
+    *,
+    remove_absent: bool,
+    remove: Remover | None,
+    managed_keys: Iterable[str],
+    max_removal_fraction: float,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> SyncOutcome:
+    """After the records were sent: count duplicates and drift, then clear absent users if asked.
+
+    Absent users are those the state synced, or with a reconcile those Kumulos holds with a managed
+    key (the source's keys, the state's, ``managed_keys``). Nothing is cleared after a fatal error,
+    nor when the guard refuses; a dry run (``remove=None``) only counts the absent users.
+    """
+    sync = SyncOutcome(remove_absent)
+    if reconciler is not None:
+        result.counts.duplicates = reconciler.duplicates
+        baseline = reconciler.baseline
+        sync.reconciled = {"source": baseline.where, "users": baseline.users, "pages": baseline.pages}
+        sync.drifted = None if state is None else reconciler.drifted
+    elif state is not None:
+        result.counts.duplicates = state.duplicates
+    if not remove_absent or result.fatal is not None:
+        return sync
+    managed = frozenset(managed_keys) | (state.keys if state is not None else frozenset())
+    settled = None
+    if reconciler is not None:
+        managed |= reconciler.keys
+        holders, sync.absent = reconciler.find_absent(managed)
+        base = f"the {holders:,} users holding a managed key in Kumulos"
+        absent: Iterable[str] = reconciler.baseline.absent()
+        if state is not None and remove is not None:
+            state.forget_absent()  # Kumulos, read this run, says who still holds managed keys
+    else:
+        assert state is not None, "remove_absent needs a sync state or a reconcile"
+        holders, sync.absent = state.previous, state.absent_count()
+        base = f"the {holders:,} users the last sync set"
+        absent, settled = state.absent(), state.removal_settled
+    sync.refused = removal_guard(sync.absent, holders, max_removal_fraction, base)
+    if sync.refused is None and remove is not None and sync.absent:
+        sync.result = clear_absent(
+            absent,
+            sync.absent,
+            remove(managed),
+            settled,
+            max_concurrency,
+            logger,
+            request_stats,
+            progress_interval,
+        )
+    return sync
