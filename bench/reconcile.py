@@ -330,7 +330,7 @@ def memory(sizes: tuple[int, int], workdir: Path) -> None:
             env[CONNECTION] = emulator.connection_json()
             source = workdir / f"held-{users}.jsonl"
             write_held_model(emulator, source, int(1 / CHANGED))
-            result = run_child([sys.executable, __file__, "--child", str(source)], env=env, timeout=900)
+            result = run_child([sys.executable, __file__, "--child", str(source)], env=env, timeout=3600)
             if result.returncode != 0:
                 raise RuntimeError(f"child failed:\n{result.stderr[-3000:]}")
             figures[users] = json.loads(result.stdout.strip().splitlines()[-1])
