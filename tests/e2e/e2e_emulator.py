@@ -41,6 +41,10 @@ class EmulatorAdmin:
     def add_user(self, identifier: str, attributes: dict[str, Any] | None = None) -> None:
         self._json("POST", "/users", json={"identifier": identifier, "attributes": attributes or {}})
 
+    def associate(self, identifier: str, attributes: dict[str, Any]) -> None:
+        """Play the app: replace the user's attribute set as its SDK does (not an API request)."""
+        self._json("POST", "/associate", json={"identifier": identifier, "attributes": attributes})
+
     def requests(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/requests")["requests"])
 
