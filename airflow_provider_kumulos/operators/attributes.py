@@ -44,6 +44,9 @@ XCOM_RETURN_KEY = "return_value"
 
 #: Share of the users a sync state lists that one run may clear before ``remove_absent`` refuses.
 DEFAULT_MAX_REMOVAL_FRACTION = 0.5
+#: Seconds between saves of the sync state while a run goes on (``_bulk.sync.CHECKPOINT_INTERVAL``,
+#: not imported so that importing the operator stays cheap).
+DEFAULT_CHECKPOINT_INTERVAL = 60.0
 
 Records = tuple[Iterable["SourceRecord"], int | None]
 #: Records, their count when known, and the attribute keys the source declares (a query's columns).
@@ -328,8 +331,9 @@ class SetAttributesOperator(_AttributesOperator):
     errors, never attribute values); fails when more than ``max_failures`` records failed, after
     writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
     goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
-    only records whose attributes changed since the last successful sync are sent, and with
-    ``remove_absent`` users who left the source lose the keys this sync manages. With
+    only records whose attributes changed since the last successful sync are sent (the state is saved
+    every ``checkpoint_interval`` seconds, default 60, so a retry after a crash resends only what was
+    sent since), and with ``remove_absent`` users who left the source lose the keys this sync manages. With
     ``reconcile=True`` (or ``reconcile_from``, an export) the run first reads what Kumulos holds and
     sends only the records that differ from it, which also corrects what the app overwrote. See
     docs/attributes.md for every parameter.
@@ -373,6 +377,7 @@ class SetAttributesOperator(_AttributesOperator):
         failures_path: Any = None,
         dry_run: bool = False,
         sync_state_path: Any = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         full_refresh: bool = False,
         remove_absent: bool = False,
         max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
@@ -399,6 +404,14 @@ class SetAttributesOperator(_AttributesOperator):
             **kwargs,
         )
         self.sync_state_path = sync_state_path
+        self.checkpoint_interval = check_number(
+            "checkpoint_interval",
+            checkpoint_interval,
+            0,
+            low_open=True,
+            unit="seconds",
+            fix="Pass e.g. 60 to save the sync state every minute while the run goes on.",
+        )
         self.full_refresh = check_bool("full_refresh", full_refresh)
         self.remove_absent = check_bool("remove_absent", remove_absent)
         self.max_removal_fraction = check_number("max_removal_fraction", max_removal_fraction, 0.0, 1.0)
@@ -491,6 +504,8 @@ class SetAttributesOperator(_AttributesOperator):
             hook.config.api_key,
             full_refresh=self.full_refresh,
             save=not self.is_dry_run,
+            checkpoint_interval=self.checkpoint_interval,
+            logger=self.log,
         )
 
     def _merge(self) -> bool:
