@@ -51,6 +51,7 @@ DAG_IDS = (
     "kumulos_e2e_export_resume",
     "kumulos_e2e_export_outage",
     "kumulos_e2e_bulk_worker_lost",
+    "kumulos_e2e_bulk_worker_lost_sync",
     "kumulos_e2e_warehouse",
 )
 BUCKET = "kumulos-e2e"
