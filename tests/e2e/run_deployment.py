@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from e2e_airflow import USERNAME, AirflowDeployment
-from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
+from e2e_chaos import AIRFLOW_SETTINGS, SCENARIOS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_postgres import PostgresCluster
@@ -70,9 +70,23 @@ def _parse_args() -> argparse.Namespace:
         help="fault scenarios after the regular checks (needs --celery); 'only' skips the regular checks",
     )
     parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated fault scenarios to run, of {','.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
     )
     return parser.parse_args()
+
+
+def _scenarios(text: str) -> list[str]:
+    """The ``--scenarios`` list, each checked against the known scenarios."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise DeploymentError(f"unknown fault scenarios {unknown}: choose among {', '.join(SCENARIOS)}")
+    return names
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -230,7 +244,9 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                         checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
             if chaos:
                 run_all(
-                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
+                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)),
+                    clock.phase,
+                    _scenarios(args.scenarios),
                 )
             _scan_for_secret(server_key, deployment.home / "logs", services.log_dir)
             if blocked:
