@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_kumulos._bulk.reconcile import Baseline
-    from airflow_provider_kumulos._bulk.records import Job, SourceRecord
+    from airflow_provider_kumulos._bulk.records import Job, Remover, SourceRecord
     from airflow_provider_kumulos._bulk.report import BulkReport
     from airflow_provider_kumulos._bulk.sync import SyncState
     from airflow_provider_kumulos.hooks._config import ClientConfig
@@ -165,7 +165,7 @@ class _AttributesOperator(BaseOperator):
         """The sync state this run reads and updates, if the operator keeps one."""
         return contextlib.nullcontext()
 
-    def _remover(self, hook: KumulosCRMHook) -> Callable[[frozenset[str]], Callable[[Job], str]] | None:
+    def _remover(self, hook: KumulosCRMHook) -> Remover | None:
         """Makes the call that clears the managed keys of a user absent from the source, if the
         operator removes them."""
         return None
@@ -499,7 +499,7 @@ class SetAttributesOperator(_AttributesOperator):
     def _managed_keys(self) -> tuple[str, ...]:
         return self.managed_keys
 
-    def _remover(self, hook: KumulosCRMHook) -> Callable[[frozenset[str]], Callable[[Job], str]] | None:
+    def _remover(self, hook: KumulosCRMHook) -> Remover | None:
         """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
         if not self.remove_absent:
             return None
