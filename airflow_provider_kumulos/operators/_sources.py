@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from airflow_provider_kumulos._checks import yes_no
 from airflow_provider_kumulos._storage import resolve_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -37,8 +38,6 @@ ATTRIBUTE_TYPES = ("str", "int", "float", "bool", "json")
 ATTRIBUTES_KEY = "attributes"
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_TRUE = frozenset({"true", "t", "yes", "y", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "0"})
 #: Errors that make the rest of a file unreadable (as opposed to one bad line).
 _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, csv.Error)
 
@@ -272,12 +271,10 @@ def _to_float(cell: str) -> float:
 
 
 def _to_bool(cell: str) -> bool:
-    word = cell.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueError("expected true/false, yes/no or 1/0")
+    value = yes_no(cell)
+    if value is None:
+        raise ValueError("expected true/false, yes/no or 1/0")
+    return value
 
 
 def _reject_constant(name: str) -> Any:
