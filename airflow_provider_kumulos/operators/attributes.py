@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_kumulos._checks import check_bool, check_choice, check_number, check_whole_number
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos.hooks._params import SYNC_PARAMS, check_hook_params
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -67,8 +68,17 @@ def _from_json(value: object, parameter: str, expected: type | tuple[type, ...],
 
 
 #: Templated arguments both attribute operators share: the file and SQL sources, the failures file.
-_SOURCE_TEMPLATE_FIELDS = ("source_path", "sql", "sql_conn_id", "sql_parameters", "failures_path")
-_SOURCE_RENDERERS = {"sql": "sql", "sql_parameters": "json"}
+_SOURCE_TEMPLATE_FIELDS = (
+    "source_path",
+    "sql",
+    "sql_conn_id",
+    "sql_parameters",
+    "sql_hook_params",
+    "failures_path",
+)
+_SOURCE_RENDERERS = {"sql": "sql", "sql_parameters": "json", "sql_hook_params": "json"}
+#: Hook arguments the operators set from arguments of their own, which ``hook_params`` may not repeat.
+_OWNED_HOOK_PARAMS = {"pool_size": "max_concurrency", "max_requests_per_second": "max_requests_per_second"}
 
 
 class _AttributesOperator(BaseOperator):
@@ -96,12 +106,14 @@ class _AttributesOperator(BaseOperator):
         sql: str | None,
         sql_conn_id: str | None,
         sql_parameters: Mapping[str, Any] | list[Any] | str | None,
+        sql_hook_params: Mapping[str, Any] | str | None,
         identifier_column: str,
         max_concurrency: int,
         max_requests_per_second: float | None,
         max_failures: int,
         failures_path: Any,
         dry_run: bool,
+        hook_params: Mapping[str, Any] | None,
         progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
@@ -120,6 +132,8 @@ class _AttributesOperator(BaseOperator):
         self.sql = sql
         self.sql_conn_id = sql_conn_id
         self.sql_parameters = sql_parameters
+        self.sql_hook_params = sql_hook_params
+        self.hook_params = check_hook_params(hook_params, SYNC_PARAMS, owned=_OWNED_HOOK_PARAMS)
         self.identifier_column = identifier_column
         self.max_concurrency = check_whole_number("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
         self.max_requests_per_second = (
@@ -141,7 +155,11 @@ class _AttributesOperator(BaseOperator):
                 "identifier_column", f"{identifier_column!r} is not a column name", 'Pass e.g. "identifier".'
             )
         if sql is None:
-            for name, value in (("sql_conn_id", sql_conn_id), ("sql_parameters", sql_parameters)):
+            for name, value in (
+                ("sql_conn_id", sql_conn_id),
+                ("sql_parameters", sql_parameters),
+                ("sql_hook_params", sql_hook_params),
+            ):
                 if value is not None:
                     raise KumulosInputError(name, "it only applies to a sql source", "Remove it or pass sql.")
         elif sql_conn_id is None:
@@ -187,10 +205,21 @@ class _AttributesOperator(BaseOperator):
                     'a mapping such as {"segment": "vip"} or a list of values',
                 )
             )
+            hook_params = (
+                None
+                if self.sql_hook_params is None
+                else _from_json(
+                    self.sql_hook_params,
+                    "sql_hook_params",
+                    Mapping,
+                    'a mapping of the database hook\'s arguments such as {"options": "-c search_path=crm"}',
+                )
+            )
             with open_sql_source(
                 self.sql,
                 conn_id=str(self.sql_conn_id),
                 parameters=parameters,
+                hook_params=hook_params,
                 identifier_column=self.identifier_column,
                 with_attributes=self.with_attributes,
             ) as records:
@@ -227,6 +256,7 @@ class _AttributesOperator(BaseOperator):
                 self.kumulos_conn_id,
                 pool_size=self.max_concurrency,
                 max_requests_per_second=self.max_requests_per_second,
+                **self.hook_params,
             )
             try:
                 with self._sync_state(hook) as state:
@@ -327,6 +357,7 @@ class SetAttributesOperator(_AttributesOperator):
         sql: str | None = None,
         sql_conn_id: str | None = None,
         sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
+        sql_hook_params: Mapping[str, Any] | str | None = None,
         identifier_column: str = "identifier",
         attribute_types: Mapping[str, str] | None = None,
         merge: bool = False,
@@ -339,6 +370,7 @@ class SetAttributesOperator(_AttributesOperator):
         full_refresh: bool = False,
         remove_absent: bool = False,
         max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
+        hook_params: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -348,12 +380,14 @@ class SetAttributesOperator(_AttributesOperator):
             sql=sql,
             sql_conn_id=sql_conn_id,
             sql_parameters=sql_parameters,
+            sql_hook_params=sql_hook_params,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
             max_failures=max_failures,
             failures_path=failures_path,
             dry_run=dry_run,
+            hook_params=hook_params,
             **kwargs,
         )
         self.sync_state_path = sync_state_path
@@ -510,6 +544,7 @@ class DeleteAttributesOperator(_AttributesOperator):
         sql: str | None = None,
         sql_conn_id: str | None = None,
         sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
+        sql_hook_params: Mapping[str, Any] | str | None = None,
         missing_ok: bool = True,
         max_concurrency: int = 8,
         max_requests_per_second: float | None = None,
@@ -517,6 +552,7 @@ class DeleteAttributesOperator(_AttributesOperator):
         failures_path: Any = None,
         dry_run: bool = False,
         identifier_column: str = "identifier",
+        hook_params: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -526,12 +562,14 @@ class DeleteAttributesOperator(_AttributesOperator):
             sql=sql,
             sql_conn_id=sql_conn_id,
             sql_parameters=sql_parameters,
+            sql_hook_params=sql_hook_params,
             identifier_column=identifier_column,
             max_concurrency=max_concurrency,
             max_requests_per_second=max_requests_per_second,
             max_failures=max_failures,
             failures_path=failures_path,
             dry_run=dry_run,
+            hook_params=hook_params,
             **kwargs,
         )
         _check_one_mode(

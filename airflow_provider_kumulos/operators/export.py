@@ -21,6 +21,7 @@ from airflow_provider_kumulos._export.options import (
     check_static,
 )
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
+from airflow_provider_kumulos.hooks._params import SYNC_PARAMS, check_hook_params
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -103,7 +104,7 @@ class ExportUsersOperator(BaseOperator):
         for name, value in options.items():
             setattr(self, name, value)
         self.kumulos_conn_id = kumulos_conn_id
-        self.hook_params = dict(hook_params or {})
+        self.hook_params = check_hook_params(hook_params, SYNC_PARAMS)
         self.progress_interval = check_interval(progress_interval)
         self._lineage: LineageFacts | None = None
 
@@ -152,7 +153,7 @@ def plan_export_partitions(
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
     check_plan_arguments(partitions, pages_per_partition, page_size)
-    hook = KumulosCRMHook(kumulos_conn_id, **(hook_params or {}))
+    hook = KumulosCRMHook(kumulos_conn_id, **check_hook_params(hook_params, SYNC_PARAMS))
     try:
         total_users = hook.fetch_users_page(1, 1).total_users
     finally:
