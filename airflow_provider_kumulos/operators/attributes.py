@@ -313,19 +313,43 @@ class _AttributesOperator(BaseOperator):
 class SetAttributesOperator(_AttributesOperator):
     """Set Kumulos user attributes for one user or many (records, a JSONL/CSV file, a query), concurrently.
 
-    Give exactly one of: ``user_id`` with ``attributes`` (one user); ``records``, a list of
-    ``{"identifier": ..., "attributes": {...}}`` (e.g. an upstream task's XCom, or a template rendering
-    JSON); ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed;
-    or ``sql`` with ``sql_conn_id`` (and optionally ``sql_parameters``), a query on any database
-    connection whose rows (identifier column + one column per attribute) are streamed.
-    Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
-    reads the current attributes and overlays the new keys. Returns a summary (counts, first
-    errors, never attribute values); fails when more than ``max_failures`` records failed, after
-    writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
-    goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
-    only records whose attributes changed since the last successful sync are sent, and with
-    ``remove_absent`` users who left the source lose the keys this sync manages. See
-    docs/attributes.md for every parameter.
+    Give exactly one of: ``user_id`` with ``attributes``, ``records``, ``source_path``, or ``sql``.
+    Each PUT replaces the user's attribute set (creating the user if missing). Returns a summary
+    (counts, first errors, never attribute values); fails when more than ``max_failures`` records
+    failed, after writing them to ``failures_path``. See docs/attributes.md.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
+    :param user_id: one user's identifier; goes with ``attributes``. Templated.
+    :param attributes: the JSON object to set on ``user_id`` (a dict, or a template rendering one). Templated.
+    :param records: a list of ``{"identifier": ..., "attributes": {...}}``: a list, an XComArg, or a
+        template rendering a JSON array. Templated.
+    :param source_path: JSONL or CSV file (optionally ``.gz``), local path or object-storage URL,
+        streamed. Templated.
+    :param source_format: ``"jsonl"`` or ``"csv"``; by default told from the file name.
+    :param sql: a query whose rows are the records (identifier column + one column per attribute);
+        a value ending in ``.sql`` is read as a template file. Templated.
+    :param sql_conn_id: with ``sql``: any connection whose hook is a common-sql ``DbApiHook``. Templated.
+    :param sql_parameters: with ``sql``: values bound by the driver, a list or a mapping. Templated.
+    :param sql_hook_params: with ``sql``: keyword arguments for the database hook's constructor
+        (e.g. ``{"options": "-c search_path=crm"}`` for Postgres). Templated.
+    :param identifier_column: the identifier's key in records and JSONL lines, its column in CSV and SQL.
+    :param attribute_types: CSV only: column name -> ``"str"``, ``"int"``, ``"float"``, ``"bool"`` or ``"json"``.
+    :param merge: read each user's attributes first and overlay the new keys.
+    :param max_concurrency: workers sending requests at once, 1 to 64.
+    :param max_requests_per_second: optional cap on the request rate of the whole task.
+    :param max_failures: the task fails when more records than this failed.
+    :param failures_path: JSONL file (``.jsonl`` or ``.jsonl.gz``) receiving the failed records, which
+        can be passed back as ``source_path``. Templated.
+    :param dry_run: validate every record and report what would be sent; send nothing.
+    :param sync_state_path: file keeping what the last sync sent: only changed records are sent. Templated.
+    :param full_refresh: with ``sync_state_path``: send every record and rewrite the state.
+    :param remove_absent: with ``sync_state_path``: users that left the source lose the keys this sync manages.
+    :param max_removal_fraction: ``remove_absent`` refuses when more than this share (0 to 1) of the
+        synced users would be cleared.
+    :param hook_params: arguments for the Kumulos hook (``timeout``, ``connect_timeout``,
+        ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``, ``verify``), each
+        overriding the connection extra of the same name; checked when the task is built.
+    :param progress_interval: seconds between progress lines in the task log (default 10).
     """
 
     template_fields = (
@@ -522,9 +546,30 @@ class SetAttributesOperator(_AttributesOperator):
 class DeleteAttributesOperator(_AttributesOperator):
     """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
-    Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
-    as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
-    failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
+    Give exactly one of ``user_id``, ``user_ids``, ``source_path`` or ``sql``. Kumulos answers 400 for
+    a user that does not exist; with ``missing_ok`` that counts as done, so re-running a delete is
+    harmless. Returns a summary as :class:`SetAttributesOperator` does.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
+    :param user_id: one user's identifier. Templated.
+    :param user_ids: a list of identifiers: a list, an XComArg, or a template rendering a JSON array. Templated.
+    :param source_path: ``.txt`` (one identifier per line), ``.jsonl`` or ``.csv`` file, optionally
+        ``.gz``, local path or object-storage URL, streamed. Templated.
+    :param source_format: ``"jsonl"``, ``"csv"`` or ``"txt"``; by default told from the file name.
+    :param sql: a query whose identifier column names the users; a value ending in ``.sql`` is read
+        as a template file. Templated.
+    :param sql_conn_id: with ``sql``: any connection whose hook is a common-sql ``DbApiHook``. Templated.
+    :param sql_parameters: with ``sql``: values bound by the driver, a list or a mapping. Templated.
+    :param sql_hook_params: with ``sql``: keyword arguments for the database hook's constructor. Templated.
+    :param missing_ok: a user that does not exist counts as done (``missing`` in the summary).
+    :param max_concurrency: workers sending requests at once, 1 to 64.
+    :param max_requests_per_second: optional cap on the request rate of the whole task.
+    :param max_failures: the task fails when more records than this failed.
+    :param failures_path: JSONL file receiving the failed identifiers. Templated.
+    :param dry_run: validate every identifier and report what would be sent; send nothing.
+    :param identifier_column: the identifier's key (JSONL) or column (CSV, SQL).
+    :param hook_params: arguments for the Kumulos hook, as for :class:`SetAttributesOperator`.
+    :param progress_interval: seconds between progress lines in the task log (default 10).
     """
 
     template_fields = ("kumulos_conn_id", "user_id", "user_ids", *_SOURCE_TEMPLATE_FIELDS)

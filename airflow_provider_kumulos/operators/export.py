@@ -64,7 +64,9 @@ class ExportUsersOperator(BaseOperator):
         of the first page). Templated.
     :param max_concurrency: requests to Kumulos in flight at once (1..8, default 2): the next
         pages are fetched while the current one is written, in page order.
-    :param hook_params: extra ``KumulosCRMHook`` arguments (``timeout``, ``max_retries``...).
+    :param hook_params: arguments for ``KumulosCRMHook`` (``timeout``, ``connect_timeout``,
+        ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``, ``verify``,
+        ``pool_size``, ``max_requests_per_second``); checked when the operator is built.
     :param progress_interval: seconds between progress lines in the task log (default 10).
 
     The export options (every parameter but ``kumulos_conn_id``, ``hook_params`` and
