@@ -18,8 +18,10 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kumulos",
         "name": "Kumulos",
-        "description": "`Kumulos CRM <https://docs.kumulos.com/>`__: export users, set and delete "
-        "user attributes, and wait for users to appear.",
+        # Airflow strips the reStructuredText marks for its UI and CLI, and its providers page turns
+        # a word that starts with http(s):// into a link with no space after it: the URL comes last.
+        "description": "Export users, set and delete user attributes, and wait for users to appear "
+        "in `Kumulos CRM <https://docs.kumulos.com/>`__.",
         "versions": [__version__],
         "integrations": [
             {

@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.resources import files
@@ -26,6 +27,13 @@ from airflow_provider_kumulos import get_provider_info
 
 PACKAGE = "airflow-provider-kumulos"
 HOOK_CLASS = "airflow_provider_kumulos.hooks.kumulos.KumulosCRMHook"
+DOCS = "https://docs.kumulos.com/"
+# What the API and `airflow providers get --full` show: Airflow strips the reStructuredText marks.
+DESCRIPTION = (
+    f"Export users, set and delete user attributes, and wait for users to appear in Kumulos CRM {DOCS}"
+)
+# The providers page's link pattern (Airflow 3.3's UI; JavaScript's \w is ASCII only).
+UI_LINK = re.compile(r"https?://[\w.-]+(?:\.?:[\w.-]+)*(?:[#/?][\w!#$%&'()*+,./:;=?@[\]~-]*)?", re.ASCII)
 EXPECTED_BEHAVIOUR = {
     "hidden_fields": ["schema", "port"],
     "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
@@ -138,9 +146,33 @@ def test_package_metadata_links_documentation_source_changelog_and_issues() -> N
     assert urls["Changelog"].endswith("CHANGELOG.md")
 
 
-def test_airflow_providers_get_shows_the_documentation_url(airflow_home: Any) -> None:
+def test_airflow_providers_get_shows_the_documentation_url_and_the_description(airflow_home: Any) -> None:
     (row,) = _airflow_cli("providers", "get", PACKAGE, "--full")
     assert row["documentation-url"] == _project_urls()["Documentation"]
+    assert row["description"] == DESCRIPTION
+
+
+def _as_the_providers_page_shows(description: str) -> tuple[str, list[str]]:
+    """The text and link targets of a description on Airflow's providers page: a word matching its
+    link pattern becomes a link, and no space follows a link."""
+    links = UI_LINK.findall(description)
+    text, targets = "", []
+    for word in re.sub(r"\n(?:and)?", " ", description).split(" "):
+        if word in links:
+            text += word
+            targets.append(word)
+        else:
+            text += f"{word} "
+    return text, targets
+
+
+def test_the_providers_page_shows_the_description_with_its_link(airflow_home: Any) -> None:
+    from airflow.api_fastapi.core_api.services.public.providers import _provider_mapper
+    from airflow.providers_manager import ProvidersManager
+
+    shown = _provider_mapper(ProvidersManager().providers[PACKAGE])
+    assert shown.description == DESCRIPTION
+    assert _as_the_providers_page_shows(shown.description) == (DESCRIPTION, [DOCS])
 
 
 def test_package_metadata_names_an_author_status_and_python_versions() -> None:
