@@ -34,6 +34,7 @@ DESCRIPTION = (
 )
 # The providers page's link pattern (Airflow 3.3's UI; JavaScript's \w is ASCII only).
 UI_LINK = re.compile(r"https?://[\w.-]+(?:\.?:[\w.-]+)*(?:[#/?][\w!#$%&'()*+,./:;=?@[\]~-]*)?", re.ASCII)
+HOST_PLACEHOLDER = "https://crm.kumulos.com (default); no scheme means https://"
 EXPECTED_BEHAVIOUR = {
     "hidden_fields": ["schema", "port"],
     "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
@@ -231,7 +232,7 @@ def test_connection_form_behaviour_is_known_to_airflow() -> None:
     behaviour = ProvidersManager().field_behaviours["kumulos"]
     assert behaviour["hidden_fields"] == EXPECTED_BEHAVIOUR["hidden_fields"]
     assert behaviour["relabeling"] == EXPECTED_BEHAVIOUR["relabeling"]
-    assert behaviour["placeholders"]["host"] == "https://crm.kumulos.com"
+    assert behaviour["placeholders"]["host"] == HOST_PLACEHOLDER
 
 
 def test_hook_ui_field_behaviour_matches_provider_info() -> None:
@@ -316,6 +317,39 @@ def test_form_describes_both_timeouts_truthfully() -> None:
     assert fields["connect_timeout"]["label"] == "Connect timeout (seconds)"
     assert "default 10" in fields["connect_timeout"]["description"]
     assert "default 60" in fields["timeout"]["description"]
+
+
+@pytest.mark.skipif(BEFORE_3_2, reason="Airflow < 3.2 builds the connection form from hooks (wtforms)")
+def test_the_connection_form_shows_help_for_the_host_and_verify() -> None:
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (form,) = [meta for meta in HookMetaService.hook_meta_data() if meta.connection_type == "kumulos"]
+    assert form.standard_fields is not None
+    host, port = form.standard_fields.host, form.standard_fields.port
+    assert host is not None and port is not None
+    assert (host.title, host.placeholder, host.hidden) == ("Base URL", HOST_PLACEHOLDER, False)
+    assert port.hidden is True
+    verify = form.extra_fields["verify"]
+    assert verify["schema"]["title"] == "Verify TLS (true/false or CA bundle path)"
+    assert "certificate" in verify["description"] and "CA bundle" in verify["description"]
+    assert all(field["description"] for field in form.extra_fields.values())
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        (None, "https://crm.kumulos.com"),
+        ("crm.example.com", "https://crm.example.com"),
+        ("http://127.0.0.1:18080", "http://127.0.0.1:18080"),
+    ],
+)
+def test_the_host_placeholder_says_what_the_hook_does(host: str | None, base_url: str) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_kumulos.hooks._config import resolve_client_config
+
+    conn = SimpleNamespace(host=host, port=None, login="k", password="s")
+    assert resolve_client_config("form", conn, {}, {}).base_url == base_url
 
 
 def test_importing_the_package_stays_light() -> None:
