@@ -537,7 +537,7 @@ class ExportRun:
             self.created_folders = check_writable(options.output_path)
             self._sweep_leftovers(options.output_path)
             return FileOutput(options.output_path, self.fmt)
-        self.created_folders = check_writable(options.output_path / MANIFEST_NAME)
+        self.created_folders = check_writable(options.output_path / MANIFEST_NAME, given=options.output_path)
         self._sweep_leftovers(options.output_path)
         checkpoint = self.resume.load()
         if checkpoint is not None:

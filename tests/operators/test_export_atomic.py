@@ -304,6 +304,55 @@ def test_an_unwritable_local_folder_fails_before_the_first_page(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["not-a-folder"]
 
 
+NOT_WRITABLE_FIX = "Write to a folder this task's user may write to, or give it write access to this one."
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder nobody may write")
+@pytest.mark.parametrize(
+    ("output", "split_every", "problem"),
+    [
+        ("/proc/users.csv.gz", None, "the folder /proc is not writable"),
+        (
+            "/proc/ds=1/users.csv.gz",
+            None,
+            "the folder /proc/ds=1 cannot be created: the folder /proc is not writable",
+        ),
+        ("/proc/users", 5, "the folder /proc/users cannot be created: the folder /proc is not writable"),
+    ],
+)
+def test_a_folder_that_cannot_be_written_is_named_with_the_path_given(
+    kumulos_connection: KumulosEmulator, output: str, split_every: int | None, problem: str
+) -> None:
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(output_path=output, page_size=10, format="csv", split_every=split_every)
+    assert (
+        str(caught.value) == f"Invalid output_path: {output} cannot be written: {problem}. {NOT_WRITABLE_FIX}"
+    )
+    assert kumulos_connection.requests == []
+
+
+def test_a_file_where_a_folder_should_be_is_named(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(output_path=str(blocker / "ds=1" / "users.jsonl"), page_size=10)
+    assert str(caught.value) == (
+        f"Invalid output_path: {blocker}/ds=1/users.jsonl cannot be written: {blocker} is a file, "
+        "not a folder. Fix the path."
+    )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder nobody may write")
+def test_atomic_write_names_the_path_given_when_its_folder_is_not_writable() -> None:
+    with pytest.raises(OSError) as caught, atomic_write("/proc/failed.jsonl"):
+        pass
+    message = str(caught.value)
+    assert "/proc/failed.jsonl cannot be written: the folder /proc is not writable" in message
+    assert TEMP_PREFIX not in message
+
+
 def test_a_failed_cleanup_never_replaces_the_error_that_caused_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
