@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_kumulos._bulk.records import MISSING, UNCHANGED
+from airflow_provider_kumulos._bulk.sync import SyncOutcome, SyncState, clear_absent, removal_guard
 from airflow_provider_kumulos._checks import check_path
 from airflow_provider_kumulos._export.formats import (
     EXACT_ATTRIBUTES,
@@ -40,8 +41,9 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos._bulk.records import Job
-    from airflow_provider_kumulos._bulk.sync import SyncState
+    from airflow_provider_kumulos._bulk.records import Job, Remover
+    from airflow_provider_kumulos._bulk.runner import BulkResult
+    from airflow_provider_kumulos._stats import RequestStats
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
 #: The parameter naming an export to reconcile from, for errors.
@@ -314,6 +316,54 @@ class Reconciler:
         """See :meth:`Baseline.find_absent`, counting the users of invalid records as present."""
         self.baseline.mark_seen(self._invalid)
         return self.baseline.find_absent(managed)
+
+
+def finish_reconcile(
+    reconciler: Reconciler,
+    result: BulkResult,
+    *,
+    remove_absent: bool,
+    remove: Remover | None,
+    managed_keys: Iterable[str],
+    max_removal_fraction: float,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> SyncOutcome:
+    """After the records were sent: count duplicates and drift, then clear absent users if asked.
+
+    Absent users are those Kumulos holds with a managed key (the records' keys, the state's,
+    ``managed_keys``) whom no record named; the guard counts from all holders. Nothing is cleared
+    after a fatal error, nor when the guard refuses; a dry run (``remove=None``) only counts them.
+    """
+    state, baseline = reconciler.state, reconciler.baseline
+    result.counts.duplicates = reconciler.duplicates
+    sync = SyncOutcome(
+        remove_absent,
+        drifted=None if state is None else reconciler.drifted,
+        reconciled={"source": baseline.where, "users": baseline.users, "pages": baseline.pages},
+    )
+    if not remove_absent or result.fatal is not None:
+        return sync
+    managed = frozenset(managed_keys) | reconciler.keys | (state.keys if state is not None else frozenset())
+    holders, sync.absent = reconciler.find_absent(managed)
+    base = f"the {holders:,} users holding a managed key in Kumulos"
+    sync.refused = removal_guard(sync.absent, holders, max_removal_fraction, base)
+    if state is not None and remove is not None:
+        state.forget_absent()  # Kumulos, read this run, says who still holds managed keys
+    if sync.refused is None and remove is not None and sync.absent:
+        sync.result = clear_absent(
+            baseline.absent(),
+            sync.absent,
+            remove(managed),
+            None,
+            max_concurrency,
+            logger,
+            request_stats,
+            progress_interval,
+        )
+    return sync
 
 
 # --- reading what Kumulos holds ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._bulk.failures import failures_file
+from airflow_provider_kumulos._bulk.reconcile import Reconciler, finish_reconcile
 from airflow_provider_kumulos._bulk.records import UNCHANGED
 from airflow_provider_kumulos._bulk.report import BulkReport, log_report, record_metrics
 from airflow_provider_kumulos._bulk.runner import BulkRunner, Classify
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos._bulk.reconcile import Reconciler
     from airflow_provider_kumulos._bulk.records import Job, Remover, SourceRecord
     from airflow_provider_kumulos._bulk.sync import SyncState
     from airflow_provider_kumulos._stats import RequestStats
@@ -81,7 +81,8 @@ def run_bulk(
     With a ``reconciler``, records Kumulos already holds are counted and not sent instead. With
     ``remove_absent``, users absent from the source then go through ``remove`` (a dry run only
     counts them), unless they are more than ``max_removal_fraction`` of the users they are counted
-    from (see :func:`~airflow_provider_kumulos._bulk.sync.finish_sync`).
+    from (see :func:`~airflow_provider_kumulos._bulk.sync.finish_sync` and
+    :func:`~airflow_provider_kumulos._bulk.reconcile.finish_reconcile`).
     """
     progress = ProgressLogger(
         what,
@@ -103,23 +104,21 @@ def run_bulk(
             drifted=None if reconciler is None or state is None else lambda: reconciler.drifted,
         )
         result = runner.run(records)
-    sync = (
-        None
-        if state is None and reconciler is None
-        else finish_sync(
-            state,
-            reconciler,
-            result,
-            remove_absent=remove_absent,
-            remove=remove,
-            managed_keys=managed_keys,
-            max_removal_fraction=max_removal_fraction,
-            max_concurrency=max_concurrency,
-            logger=logger,
-            request_stats=request_stats,
-            progress_interval=progress_interval,
-        )
-    )
+    finishing: dict[str, Any] = {
+        "remove_absent": remove_absent,
+        "remove": remove,
+        "managed_keys": managed_keys,
+        "max_removal_fraction": max_removal_fraction,
+        "max_concurrency": max_concurrency,
+        "logger": logger,
+        "request_stats": request_stats,
+        "progress_interval": progress_interval,
+    }
+    sync = None
+    if reconciler is not None:
+        sync = finish_reconcile(reconciler, result, **finishing)
+    elif state is not None:
+        sync = finish_sync(state, result, **finishing)
     dry_run = send is None
     report = BulkReport(
         what,

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos._bulk.reconcile import Reconciler
     from airflow_provider_kumulos._bulk.records import Remover
     from airflow_provider_kumulos._stats import RequestStats
 
@@ -418,8 +417,7 @@ def clear_absent(
 
 
 def finish_sync(
-    state: SyncState | None,
-    reconciler: Reconciler | None,
+    state: SyncState,
     result: BulkResult,
     *,
     remove_absent: bool,
@@ -431,46 +429,26 @@ def finish_sync(
     request_stats: RequestStats | None,
     progress_interval: float,
 ) -> SyncOutcome:
-    """After the records were sent: count duplicates and drift, then clear absent users if asked.
+    """After the records were sent: count duplicates from the state, then clear absent users if asked.
 
-    Absent users are those the state synced, or with a reconcile those Kumulos holds with a managed
-    key (the source's keys, the state's, ``managed_keys``). Nothing is cleared after a fatal error,
-    nor when the guard refuses; a dry run (``remove=None``) only counts the absent users.
+    The managed keys cleared are the state's and ``managed_keys``. Nothing is cleared after a fatal
+    error, nor when the guard refuses; a dry run (``remove=None``) only counts the absent users.
     """
+    result.counts.duplicates = state.duplicates
     sync = SyncOutcome(remove_absent)
-    if reconciler is not None:
-        result.counts.duplicates = reconciler.duplicates
-        baseline = reconciler.baseline
-        sync.reconciled = {"source": baseline.where, "users": baseline.users, "pages": baseline.pages}
-        sync.drifted = None if state is None else reconciler.drifted
-    elif state is not None:
-        result.counts.duplicates = state.duplicates
-    if not remove_absent or result.fatal is not None:
-        return sync
-    managed = frozenset(managed_keys) | (state.keys if state is not None else frozenset())
-    settled = None
-    if reconciler is not None:
-        managed |= reconciler.keys
-        holders, sync.absent = reconciler.find_absent(managed)
-        base = f"the {holders:,} users holding a managed key in Kumulos"
-        absent: Iterable[str] = reconciler.baseline.absent()
-        if state is not None and remove is not None:
-            state.forget_absent()  # Kumulos, read this run, says who still holds managed keys
-    else:
-        assert state is not None, "remove_absent needs a sync state or a reconcile"
-        holders, sync.absent = state.previous, state.absent_count()
-        base = f"the {holders:,} users the last sync set"
-        absent, settled = state.absent(), state.removal_settled
-    sync.refused = removal_guard(sync.absent, holders, max_removal_fraction, base)
-    if sync.refused is None and remove is not None and sync.absent:
-        sync.result = clear_absent(
-            absent,
-            sync.absent,
-            remove(managed),
-            settled,
-            max_concurrency,
-            logger,
-            request_stats,
-            progress_interval,
-        )
+    if remove_absent and result.fatal is None:
+        sync.absent = state.absent_count()
+        base = f"the {state.previous:,} users the last sync set"
+        sync.refused = removal_guard(sync.absent, state.previous, max_removal_fraction, base)
+        if sync.refused is None and remove is not None and sync.absent:
+            sync.result = clear_absent(
+                state.absent(),
+                sync.absent,
+                remove(frozenset(managed_keys) | state.keys),
+                state.removal_settled,
+                max_concurrency,
+                logger,
+                request_stats,
+                progress_interval,
+            )
     return sync
