@@ -114,6 +114,10 @@ class AirflowAPI:
         body = self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns", params={"run_type": run_type})
         return [str(run["dag_run_id"]) for run in body["dag_runs"]]
 
+    def run_conf(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The conf the run was triggered with."""
+        return dict(self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}")["conf"] or {})
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}")["state"])
 
