@@ -242,10 +242,10 @@ class BrowserPhase:
                 args=list(LAUNCH_ARGS),
                 viewport=VIEWPORT,
             )
+            version = context.browser.version if context.browser else "?"
             try:
                 context.set_default_timeout(STEP_TIMEOUT_MS)
                 page = context.new_page()
-                version = context.browser.version if context.browser else "?"
                 self._check("sign in", page, lambda: self._sign_in(page))
                 self._check("connection form", page, lambda: self._connection_form(page, connection_type))
                 self._check("providers page", page, lambda: self._providers(page, doc_url))
