@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -74,13 +74,18 @@ class KumulosUserSensor(BaseSensorOperator):
             if not _policy.keeps_waiting(exc):
                 raise
             if isinstance(exc, KumulosUserNotFoundError):
-                self.log.info("The Kumulos user does not exist yet.")
+                self.log.info("Kumulos user %r does not exist yet.", self.user_id)
             else:
                 self.log.warning("Kumulos still failing after retries, will check again: %s", exc)
             return PokeReturnValue(is_done=False)
         if not _policy.attributes_satisfy(attributes, expected):
-            self.log.info("The Kumulos user exists; its attributes do not match yet.")
+            self.log.info(
+                "Kumulos user %r exists; attributes %s do not match yet.",
+                self.user_id,
+                ", ".join(sorted(expected or ())),
+            )
             return PokeReturnValue(is_done=False)
+        self.log.info("Found Kumulos user %r%s.", self.user_id, _matching(expected))
         return PokeReturnValue(is_done=True, xcom_value=attributes)
 
     def execute(self, context: Context) -> Any:
@@ -100,30 +105,55 @@ class KumulosUserSensor(BaseSensorOperator):
     def _defer(self, remaining: float) -> None:
         from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
 
+        end_time = time.time() + remaining
+        self.log.info(
+            "Deferring the wait for Kumulos user %r to the triggerer: next check within %s s, "
+            "then every %s s; timeout at %s (in %s s).",
+            self.user_id,
+            _seconds(self.poke_interval),
+            _seconds(self.poke_interval),
+            datetime.fromtimestamp(end_time, timezone.utc).isoformat(timespec="seconds"),
+            _seconds(remaining),
+        )
         self.defer(
             trigger=KumulosUserTrigger(
                 user_id=self.user_id,
                 kumulos_conn_id=self.kumulos_conn_id,
                 poke_interval=self.poke_interval,
                 attributes_match=self.attributes_match,
-                end_time=time.time() + remaining,
+                end_time=end_time,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume after the trigger: the attributes on success, else the same error the sync path raises."""
+        """Resume after the trigger: on success read the attributes (the event carries none), else
+        raise the same error the sync path raises."""
         from airflow_provider_kumulos.triggers.kumulos import SUCCESS, TIMEOUT
 
         event = event or {}
         if event.get("status") == SUCCESS:
-            return event.get("attributes")
+            self.log.info("The triggerer found Kumulos user %r; reading its attributes.", self.user_id)
+            try:
+                return self.hook.get_attributes(self.user_id)
+            finally:
+                self.hook.close()
         if event.get("status") == TIMEOUT:
             raise _sensor_timeout(str(event.get("message", "Timed out waiting for the Kumulos user.")))
         raise KumulosError.from_dict(
             event.get("error") or {"message": f"Unexpected trigger event {event!r}."}
         )
+
+
+def _matching(expected: dict[str, Any] | None) -> str:
+    """`` with matching <names>`` for a log line, naming the attributes checked but not their values."""
+    return f" with matching {', '.join(sorted(expected))}" if expected else ""
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a log line: whole numbers without a fraction, others to a tenth."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def _sensor_timeout(message: str) -> Exception:

@@ -27,11 +27,12 @@ SUCCESS, TIMEOUT, ERROR = "success", "timeout", "error"
 class KumulosUserTrigger(BaseTrigger):
     """Poll a user's attributes every ``poke_interval`` seconds until the user exists (and matches).
 
-    Fires exactly one event: ``{"status": "success", "attributes": {...}}``; ``{"status": "timeout",
-    "message": ...}`` once ``end_time`` (epoch seconds) passes; or ``{"status": "error", "error":
-    {...}}`` (the error's :meth:`~airflow_provider_kumulos.exceptions.KumulosError.to_dict`) for a
-    failure that waiting cannot fix. A missing user, or a transient failure that outlived the
-    connection's retries, means "not yet". Credentials are read inside :meth:`run`, never serialised.
+    Fires exactly one event: ``{"status": "success", "user_id": ...}`` (no attribute values: Airflow
+    logs every event, and attributes are user data); ``{"status": "timeout", "message": ...}`` once
+    ``end_time`` (epoch seconds) passes; or ``{"status": "error", "error": {...}}`` (the error's
+    :meth:`~airflow_provider_kumulos.exceptions.KumulosError.to_dict`) for a failure that waiting
+    cannot fix. A missing user, or a transient failure that outlived the connection's retries, means
+    "not yet". Credentials are read inside :meth:`run`, never serialised.
 
     :param user_id: the Kumulos user identifier to wait for.
     :param kumulos_conn_id: Airflow connection of type ``kumulos``.
@@ -98,7 +99,8 @@ class KumulosUserTrigger(BaseTrigger):
                 await asyncio.sleep(max(0.0, delay if remaining is None else min(delay, remaining)))
                 attributes = await self._attributes_or_none(hook)
                 if attributes is not None and _policy.attributes_satisfy(attributes, expected):
-                    return {"status": SUCCESS, "attributes": attributes}
+                    self.log.info("Found Kumulos user %r.", self.user_id)
+                    return {"status": SUCCESS, "user_id": self.user_id}
                 if self.end_time is not None and self.end_time - time.time() <= 0:
                     return {
                         "status": TIMEOUT,

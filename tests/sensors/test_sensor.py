@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
     KumulosInputError,
+    KumulosServerError,
     KumulosUserNotFoundError,
     KumulosValidationError,
 )
@@ -87,6 +89,48 @@ def test_poke_returns_a_poke_return_value(emulator: KumulosEmulator) -> None:
     assert missing.is_done is False and missing.xcom_value is None
     mismatch = sensor(user_id=user_id, attributes_match={"nope": 1}).poke(CONTEXT)
     assert mismatch.is_done is False
+
+
+def test_log_names_the_user_while_waiting_and_when_found(
+    emulator: KumulosEmulator, appear_later: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator.add_user("grace", {"onboarded": False, "name": "Grace Hopper"})
+    appear_later("grace", {"onboarded": True, "name": "Grace Hopper"})
+    sensor(user_id="grace", attributes_match={"onboarded": True}).execute(CONTEXT)
+    sensor(user_id="newcomer", poke_interval=0.2, timeout=0.3).poke(CONTEXT)
+    out = capsys.readouterr().out
+    assert "Kumulos user 'grace' exists; attributes onboarded do not match yet." in out
+    assert "Found Kumulos user 'grace' with matching onboarded." in out
+    assert "Kumulos user 'newcomer' does not exist yet." in out
+    assert "Grace Hopper" not in out
+
+
+def test_deferral_logs_when_the_next_check_is_due(
+    emulator: KumulosEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(TaskDeferred) as caught:
+        sensor(user_id="later", deferrable=True, timeout=600, poke_interval=30).execute(CONTEXT)
+    end_time = caught.value.trigger.serialize()[1]["end_time"]
+    due = datetime.fromtimestamp(end_time, timezone.utc).isoformat(timespec="seconds")
+    out = capsys.readouterr().out
+    assert "Kumulos user 'later' does not exist yet." in out
+    assert (
+        "Deferring the wait for Kumulos user 'later' to the triggerer: next check within 30 s, "
+        f"then every 30 s; timeout at {due} (in " in out
+    )
+
+
+def test_resume_logs_the_found_user_and_no_values(
+    emulator: KumulosEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_id = emulator.user_ids()[0]
+    attributes = sensor(user_id=user_id).execute_complete(
+        CONTEXT, event={"status": "success", "user_id": user_id}
+    )
+    assert attributes == emulator.get_attributes(user_id)
+    out = capsys.readouterr().out
+    assert f"The triggerer found Kumulos user {user_id!r}; reading its attributes." in out
+    assert attributes["email"] not in out and attributes["name"] not in out
 
 
 def test_transient_errors_after_retries_mean_not_yet(
@@ -179,9 +223,27 @@ def test_deferrable_completes_through_the_trigger(
     appear_later("deferred-user", {"onboarded": True}, delay=0.3)
     op = sensor(user_id="deferred-user", deferrable=True, attributes_match={"onboarded": True})
     assert run_deferrable(op) == {"onboarded": True}
+    # The worker checks, the triggerer waits, and the resumed task reads the attributes it returns.
     agents = [r.headers["User-Agent"].split("/")[0] for r in emulator.requests]
-    assert agents[0] == "python-requests" and set(agents[1:]) == {"python-httpx"}
-    assert len(agents) >= 3
+    assert agents[0] == agents[-1] == "python-requests" and set(agents[1:-1]) == {"python-httpx"}
+    assert len(agents) >= 4
+
+
+@pytest.mark.parametrize(
+    ("statuses", "error"),
+    [([401], KumulosAuthError), ([404], KumulosUserNotFoundError), ([503, 503], KumulosServerError)],
+)
+def test_a_failed_read_on_resume_raises_the_typed_error(
+    emulator: KumulosEmulator, statuses: list[int], error: type[Exception]
+) -> None:
+    # The trigger found the user, but reading its attributes afterwards fails (revoked key, user
+    # deleted meanwhile, server down past the retries): the task fails with the typed error.
+    user_id = emulator.user_ids()[0]
+    emulator.script_faults([Fault.status_code(status) for status in statuses])
+    with pytest.raises(error) as caught:
+        sensor(user_id=user_id).execute_complete(CONTEXT, event={"status": "success", "user_id": user_id})
+    assert type(caught.value) is error
+    assert [r.status for r in emulator.requests] == statuses
 
 
 def test_deferrable_times_out_with_a_sensor_timeout(emulator: KumulosEmulator) -> None:
