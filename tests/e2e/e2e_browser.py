@@ -314,10 +314,11 @@ class BrowserPhase:
         server_key = dialog.get_by_label(str(connection_type["ui-field-behaviour"]["relabeling"]["password"]))
         server_key.fill("typed-server-key")
         standard = _fields(dialog)
+        self._screenshot(page, "browser-connection-form-standard.png")
         dialog.get_by_role("button", name="Extra Fields", exact=True).click()
         dialog.get_by_role("spinbutton").first.wait_for()
         extra = _fields(dialog)
-        self._screenshot(page, "browser-connection-form.png")
+        self._screenshot(page, "browser-connection-form-extra.png")
         return connection_form_problems(standard, extra, connection_type)
 
     def _providers(self, page: Page, doc_url: str) -> list[str]:
