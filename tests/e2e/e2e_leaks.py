@@ -73,3 +73,17 @@ def describe_leaks(what: str, leaks: Mapping[str, list[Path]], shown: int = 3) -
         for value, paths in list(leaks.items())[:shown]
     )
     return f"{len(leaks)} {what} appear in {len(files)} log files: {examples}"
+
+
+def scan_logs(secret: str, personal: Iterable[str], *folders: Path) -> str | None:
+    """Neither ``secret`` nor any of the ``personal`` values may appear in a log under ``folders``
+    (the emulator's left out). Returns what was found, described (never the secret), or None."""
+    files = log_files(*folders)
+    problems = [
+        f"the server key appears in {len(paths)} log files, e.g. {[str(path) for path in paths[:3]]}"
+        for paths in find_leaks([secret], files).values()
+    ]
+    leaked = describe_leaks("attribute values (names, e-mails)", find_leaks(personal, files))
+    if leaked:
+        problems.append(leaked)
+    return "; ".join(problems) or None

@@ -37,7 +37,7 @@ from e2e_browser import BrowserPhase, TaskPage
 from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
-from e2e_leaks import describe_leaks, find_leaks, log_files, personal_values
+from e2e_leaks import personal_values, scan_logs
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
@@ -167,22 +167,6 @@ def _personal_values(emulator: EmulatorAdmin, server_key: str) -> set[str]:
     return emulator.given.union(*(personal_values(attributes) for attributes in held))
 
 
-def _scan_logs(server_key: str, personal: set[str], *folders: Path) -> str | None:
-    """Neither the server key nor any user's name or e-mail may appear in a log the deployment
-    wrote: task logs, the triggerer's and every other component's (the emulator's left out).
-    Returns what was found, described, or None."""
-    files = log_files(*folders)
-    secret = find_leaks([server_key], files)
-    problems = [
-        f"the server key appears in {len(paths)} log files, e.g. {[str(path) for path in paths[:3]]}"
-        for paths in secret.values()
-    ]
-    leaked = describe_leaks("attribute values (names, e-mails)", find_leaks(personal, files))
-    if leaked:
-        problems.append(leaked)
-    return "; ".join(problems) or None
-
-
 def _check_ui(
     api: AirflowAPI, deployment: AirflowDeployment, checks: Checks, forbidden: set[str], log_dir: Path
 ) -> str | None:
@@ -282,7 +266,7 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 )
             with clock.phase("scan the logs for the server key and attribute values"):
                 personal = _personal_values(emulator, server_key)
-                leaks = _scan_logs(server_key, personal, deployment.home / "logs", services.log_dir)
+                leaks = scan_logs(server_key, personal, deployment.home / "logs", services.log_dir)
             if not leaks:
                 figures.add(
                     "log scan", f"no server key, none of {len(personal)} names and e-mails in any log"

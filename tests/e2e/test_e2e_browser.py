@@ -17,7 +17,7 @@ from e2e_browser import (
     rendered_problems,
     text_problems,
 )
-from e2e_leaks import describe_leaks, find_leaks, log_files, person, personal_values
+from e2e_leaks import describe_leaks, find_leaks, log_files, person, personal_values, scan_logs
 
 from airflow_provider_kumulos import get_provider_info
 
@@ -173,3 +173,18 @@ def test_find_leaks_reads_utf8_and_json_escaped_spellings(tmp_path: Path) -> Non
 def test_find_leaks_finds_nothing_in_clean_logs(tmp_path: Path, value: str) -> None:
     (tmp_path / "a.log").write_text("INFO - Kumulos export finished: users written 200\n")
     assert find_leaks([value], log_files(tmp_path)) == {}
+
+
+def test_scan_logs_names_secret_files_without_the_secret_and_the_leaked_values(tmp_path: Path) -> None:
+    secret, ada = "s3cr3t-server-key", person()
+    (tmp_path / "scheduler.log").write_text(f"connecting with {secret}\n")
+    (tmp_path / "triggerer.log").write_text(f"event {ada}\n")
+    (tmp_path / "kumulos-emulator.log").write_text(f"{secret} {ada}\n")
+    report = scan_logs(secret, personal_values(ada), tmp_path)
+    assert report is not None
+    assert report.startswith(f"the server key appears in 1 log files, e.g. ['{tmp_path / 'scheduler.log'}']")
+    assert "2 attribute values (names, e-mails) appear in 1 log files" in report
+    assert secret not in report
+    (tmp_path / "scheduler.log").write_text("clean\n")
+    (tmp_path / "triggerer.log").write_text("clean\n")
+    assert scan_logs(secret, personal_values(ada), tmp_path) is None
