@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -26,7 +27,7 @@ from urllib.parse import quote
 from e2e_checks import Figures
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Locator, Page, ViewportSize
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Flags known to work as root on a machine without a display, GPU or internet.
@@ -40,7 +41,7 @@ LAUNCH_ARGS = (
     "--disable-sync",
 )
 #: Tall enough that the log viewer (which renders only the rows in view) shows a whole short log.
-VIEWPORT = {"width": 1400, "height": 2400}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 2400}
 #: Milliseconds any one page element may take to appear on a loaded machine.
 STEP_TIMEOUT_MS = 60_000
 #: Hidden connection fields and the labels Airflow gives them when shown.
@@ -251,8 +252,8 @@ class BrowserPhase:
                 self._check("providers page", page, lambda: self._providers(page, doc_url))
                 for task in tasks:
                     label = f"{task.dag_id}.{task.task_id}"
-                    self._check(f"{label} rendered fields", page, lambda t=task: self._rendered(page, t))
-                    self._check(f"{label} log", page, lambda t=task: self._log(page, t))
+                    self._check(f"{label} rendered fields", page, partial(self._rendered, page, task))
+                    self._check(f"{label} log", page, partial(self._log, page, task))
             finally:
                 context.close()
         figures.add(
