@@ -174,12 +174,20 @@ class AirflowAPI:
         return self._json("GET", f"{path}/xcomEntries/{quote(key)}", params={"map_index": map_index})["value"]
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float, check_alive: Any = None) -> str:
-        """Poll until the run is finished; returns ``success`` or ``failed``, raises after ``timeout``."""
+        """Poll until the run is finished; returns ``success`` or ``failed``, raises after ``timeout``.
+
+        A poll the api-server does not answer in time is polled again: its one worker can be busy
+        for longer than the client's timeout (on a loaded machine the first task start of a run
+        took 36 s), while the run itself goes on.
+        """
         deadline = time.monotonic() + timeout
         while True:
             if check_alive is not None:
                 check_alive()
-            state = self.run_state(dag_id, run_id)
+            try:
+                state = self.run_state(dag_id, run_id)
+            except httpx.TimeoutException:
+                state = "unknown (the api-server did not answer in time)"
             if state in TERMINAL_RUN_STATES:
                 return state
             if time.monotonic() >= deadline:
