@@ -244,14 +244,14 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                     checks.segment_refresh()
                 with clock.phase("kumulos_e2e_warehouse (Postgres, change-only sync)"):
                     WarehouseSync(checks, postgres).run()
-                with clock.phase("100 deferred sensors in the triggerer"):
-                    blocked = sensor_burst(
-                        api, emulator, services, services.log_dir / "triggerer.log", figures
-                    )
                 if args.browser == "1":
                     with clock.phase("browser: Airflow's UI in Chromium"):
                         forbidden = _personal_values(emulator, server_key) | {server_key}
                         ui_failures = _check_ui(api, deployment, checks, forbidden, services.log_dir)
+                with clock.phase("100 deferred sensors in the triggerer"):
+                    blocked = sensor_burst(
+                        api, emulator, services, services.log_dir / "triggerer.log", figures
+                    )
             if args.celery:
                 with clock.phase("switch to CeleryExecutor"):
                     workers = deployment.switch_to_celery(
