@@ -24,6 +24,7 @@ from typing import Any
 from e2e_airflow import AirflowDeployment
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
+from e2e_leaks import person
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, ServiceGroup, descendants, wait_for
 from e2e_rest import AirflowAPI, TaskRun
@@ -452,7 +453,7 @@ class Chaos:
 
     def restart_finish(self, run: _Restarted) -> None:
         """Create the user: the sensor completes and each downstream task runs exactly once."""
-        self.emulator.add_user(run.user_id, {"source": "e2e-restart"})
+        self.emulator.add_user(run.user_id, {"source": "e2e-restart", **person("restart")})
         tasks = self._finish(RESTART_DAG, run.run_id)
         writes = [
             (e["method"], e["status"])
