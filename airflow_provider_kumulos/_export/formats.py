@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import gzip
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -501,13 +500,9 @@ def sniff_format(path: ObjectStoragePath, parameter: str) -> tuple[str, str | No
     """``(format, compression)`` of an export file, from its first bytes (a file may have any name)."""
     try:
         with path.fs.open(path.path, "rb") as raw:
-            head = raw.read(4)
-            compression = "gzip" if head[:2] == b"\x1f\x8b" else None
-            if compression:
-                raw.seek(0)
-                head = gzip.GzipFile(fileobj=raw, mode="rb").read(4096)
-            else:
-                head += raw.read(4092)
+            compression = "gzip" if raw.read(2) == b"\x1f\x8b" else None
+        with open_decompressed(path, compression) as stream:
+            head = stream.read(4096)
     except (EOFError, OSError) as exc:  # gzip.BadGzipFile among them
         raise _not_readable(parameter, f"{path} is not a readable export ({type(exc).__name__})") from None
     if head[:4] == b"PAR1":
@@ -543,9 +538,12 @@ def read_attributes(
 
 @contextlib.contextmanager
 def open_decompressed(path: ObjectStoragePath, compression: str | None) -> Iterator[IO[bytes]]:
-    """Read ``path``, decompressing gzip; uncompressed files stay seekable (parquet needs that)."""
-    with path.fs.open(path.path, "rb") as raw:
-        yield gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[misc]
+    """Read ``path``, decompressed by fsspec as the export wrote it (its name need not say so);
+    uncompressed files stay seekable (parquet needs that)."""
+    from fsspec.core import OpenFile
+
+    with OpenFile(path.fs, path.path, "rb", compression=compression) as stream:
+        yield stream
 
 
 def read_identifiers(path: ObjectStoragePath, fmt: str, compression: str | None) -> Iterator[str]:
