@@ -257,8 +257,9 @@ class Checks:
     def segment_refresh(self) -> None:
         """The scheduled run sets the segment attributes on every user and keeps the app's attributes
         (merge). Then one user starts using the web app; a rerun triggered through the API must send
-        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the sync
-        state), and leave every user consistent again."""
+        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the others
+        already hold their segments in the export it reconciles against; none drifted), and leave
+        every user consistent again."""
         before = {identifier: self._attributes(identifier) for identifier in self.emulator.user_ids()}
         _require(
             not any(key in attributes for attributes in before.values() for key in SEGMENT_KEYS),
@@ -271,8 +272,8 @@ class Checks:
             result = start("kumulos_segment_refresh")
             report = self.api.xcom(result.dag_id, result.run_id, "report")
             _require(
-                report["failures"] == 0 and report["removed"] == 0,
-                f"segment refresh reported failures or removals: {report}",
+                report["failures"] == 0 and report["removed"] == 0 and report["drifted"] == 0,
+                f"segment refresh reported failures, removals or drifted users: {report}",
             )
             as_of = datetime.fromisoformat(report["as_of"])
             flipped = self._check_segments(before, as_of, previous)

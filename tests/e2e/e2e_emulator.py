@@ -48,6 +48,10 @@ class EmulatorAdmin:
         self.given |= personal_values(attributes)
         self._json("POST", "/users", json={"identifier": identifier, "attributes": attributes or {}})
 
+    def associate(self, identifier: str, attributes: dict[str, Any]) -> None:
+        """Play the app: replace the user's attribute set as its SDK does (not an API request)."""
+        self._json("POST", "/associate", json={"identifier": identifier, "attributes": attributes})
+
     def requests(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/requests")["requests"])
 
