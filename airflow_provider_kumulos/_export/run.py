@@ -18,7 +18,7 @@ import contextlib
 import functools
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from airflow_provider_kumulos._export.manifest import MANIFEST_NAME, PartInfo
 from airflow_provider_kumulos._export.options import ExportOptions, parse_timestamp
 from airflow_provider_kumulos._export.sinks import FileOutput, PartedOutput, XComOutput, stored_digest
 from airflow_provider_kumulos._progress import ProgressLogger
-from airflow_provider_kumulos._storage import check_writable, shown_path, sweep_stale_temporaries
+from airflow_provider_kumulos._storage import check_writable, shown_path, sweep_leftovers
 from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 
 if TYPE_CHECKING:
@@ -536,12 +536,18 @@ class ExportRun:
         return output
 
     def _sweep_leftovers(self, path: ObjectStoragePath) -> None:
-        """Delete temporaries an earlier, killed run of this export left next to its output."""
-        folder, suffix = (path.parent, f"-{path.name}") if self.options.split_every is None else (path, "")
-        removed = sweep_stale_temporaries(folder, suffix)
+        """Clear what an earlier, killed run of this export left at its own names: stale temporaries
+        next to its output (local disks), incomplete multipart uploads (S3)."""
+        owns: Callable[[str], bool]
+        if self.options.split_every is None:
+            folder, owns = path.parent, path.name.__eq__
+        else:
+            folder, owns = path, PartedOutput.owns(self.fmt)
+        removed = sweep_leftovers(folder, owns)
         if removed:
             self.log.info(
-                "Removed %d temporary file(s) left in %s by an earlier export that was killed.",
+                "Removed %d temporary file(s) or unfinished upload(s) left in %s by an earlier export "
+                "that was killed.",
                 removed,
                 folder,
             )

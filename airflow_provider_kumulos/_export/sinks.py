@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -234,14 +234,20 @@ class PartedOutput:
         """Full path of part ``index``."""
         return self.directory / self.part_name(index)
 
+    @staticmethod
+    def owns(fmt: ExportFormat) -> Callable[[str], bool]:
+        """Whether a name in the folder is one this export writes: a part file of ``fmt`` or the manifest."""
+        part = re.compile(r"part-\d{5,}\." + re.escape(fmt.extension))
+        return lambda name: name == MANIFEST_NAME or part.fullmatch(name) is not None
+
     def clear_previous(self) -> None:
         """A fresh export first removes the old manifest (it must not vouch for parts about to change),
         then the old part files, so a failure can never leave a mix of two exports behind."""
         remove_quietly(self.manifest_path)
-        pattern = re.compile(r"part-(\d{5,})\." + re.escape(self.fmt.extension))
+        owns = self.owns(self.fmt)
         fs = self.directory.fs
         for found in fs.glob(f"{self.directory.path.rstrip('/')}/part-*"):
-            if pattern.fullmatch(found.rsplit("/", 1)[-1]):
+            if owns(found.rsplit("/", 1)[-1]):
                 fs.rm(found)
 
     def room(self) -> int:
