@@ -185,6 +185,8 @@ def discard_quietly(discard: Callable[[], object], what: str, error: BaseExcepti
     """Call ``discard`` (dropping ``what``) after ``error``; a failure to do so is logged, never raised over ``error``."""
     try:
         discard()
+    except FileNotFoundError:  # already gone: nothing is left
+        pass
     except Exception as cleanup:
         log.warning(
             "Could not remove %s after %s (%s: %s); it may need deleting by hand.",

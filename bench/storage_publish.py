@@ -199,7 +199,12 @@ def child_env(endpoint: str, home: Path) -> dict[str, str]:
                 "conn_type": "aws",
                 "login": "bench",
                 "password": "bench",
-                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+                # moto joins the parts of a 1 GiB upload in Python: longer than botocore's 60 s default
+                "extra": {
+                    "endpoint_url": endpoint,
+                    "region_name": "us-east-1",
+                    "config_kwargs": {"read_timeout": 1800},
+                },
             }
         ),
     )
