@@ -3,8 +3,8 @@
 The three outputs take batches through ``write`` and say how many more users the current file may
 take (``room``), so the export loop is the same for each. Files are written through sinks: a format
 writer writes to :attr:`Sink.stream`; underneath, the bytes are (optionally) gzip-compressed,
-counted and hashed exactly as stored, and written to a temporary object that
-:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes
+counted and hashed exactly as stored, and written through
+:func:`~airflow_provider_kumulos._storage.atomic_write`, which publishes only if the block completes
 (``finish`` publishes, ``abort`` discards whatever is unfinished). :func:`stored_digest` hashes
 stored bytes again (a resumed export checking its earlier parts).
 """
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 # Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
 #
 # The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
-# gzip-compressed, counted and hashed exactly as stored, and written to a temporary object that
-# :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+# gzip-compressed, counted and hashed exactly as stored, and written through
+# :func:`~airflow_provider_kumulos._storage.atomic_write`, which publishes only if the block completes.
 # Writes happen inline, in the export's thread (a writer thread overlapping gzip with the next
 # page made gzip exports no faster).
 # Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
@@ -91,7 +91,7 @@ def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink
         try:
             yield sink
         except BaseException:
-            with contextlib.suppress(Exception):  # the temporary is about to be discarded
+            with contextlib.suppress(Exception):  # what was written is about to be discarded
                 sink.stream.close()
             raise
         sink.stream.close()
@@ -145,7 +145,7 @@ class XComOutput:
 
 
 class _OpenFile:
-    """One file being written: its sink (temporary until published) and its format writer."""
+    """One file being written: its sink (unpublished until :meth:`publish`) and its format writer."""
 
     def __init__(self, path: ObjectStoragePath, fmt: ExportFormat) -> None:
         self.path = path
@@ -166,7 +166,7 @@ class _OpenFile:
         return self._sink.nbytes, self._sink.sha256
 
     def discard(self, error: BaseException) -> None:
-        """Drop the temporary object; nothing appears at :attr:`path`."""
+        """Drop what was written (the upload or the temporary); nothing appears at :attr:`path`."""
         with contextlib.suppress(Exception):
             self._writer.close()
         self._stack.__exit__(type(error), error, error.__traceback__)
