@@ -6,14 +6,15 @@ moto's S3 server, run as its own process on loopback, through the Amazon provide
 - ``commit``: :func:`~airflow_provider_kumulos._storage.atomic_write`, which opens the final key
   with ``autocommit=False`` and completes the multipart upload when the block ends;
 - ``temporary + mv``: the earlier way, the same upload to a temporary sibling key, then ``fs.mv``
-  onto the final key (on S3 a server-side ``CopyObject`` of the whole file, then a delete).
+  onto the final key (on S3 a server-side copy of the whole file, then a delete; s3fs copies a
+  multipart object part by part, ``UploadPartCopy``, and completes a second upload).
 
 Each run is a fresh child process that times the writes (parts uploaded as the 50 MiB buffer fills)
 and the publish (from the end of the ``with`` block's body to the object being in place: the last
 part, then the completion, or the completion, copy and delete), and checks that the object holds
 every byte and that no temporary object or unfinished upload is left; it also times each S3
 request by operation. Runs alternate between the ways so that changes in load hit both alike;
-medians are compared. Goal: no ``CopyObject``, and both the publish and the whole write take less
+medians are compared. Goal: no copy request, and both the publish and the whole write take less
 time than the earlier way's.
 
     python bench/storage_publish.py                # 1 GiB, 3 runs of each way
@@ -282,10 +283,14 @@ def main() -> None:
     new, old = median["commit"], median["temporary + mv"]
     publish_ratio = new["publish_s"] / old["publish_s"]
     total_ratio = new["total_s"] / old["total_s"]
-    copies = sum(run["requests"].get("CopyObject", [0])[0] for run in runs["commit"])
+    copies = sum(
+        run["requests"].get(name, [0])[0]
+        for run in runs["commit"]
+        for name in ("CopyObject", "UploadPartCopy")
+    )
     print(
         f"publish: commit {new['publish_s']:.2f} s vs temporary + mv {old['publish_s']:.2f} s = "
-        f"{publish_ratio:.2f}x (goal < {PUBLISH_GOAL}x, no copy: {copies} CopyObject): "
+        f"{publish_ratio:.2f}x (goal < {PUBLISH_GOAL}x, no copy: {copies} copy requests): "
         f"{'met' if publish_ratio < PUBLISH_GOAL and not copies else 'MISSED'}"
     )
     print(
