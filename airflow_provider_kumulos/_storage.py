@@ -11,6 +11,7 @@ success. :func:`sweep_leftovers` clears what a killed writer left of either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import logging
@@ -151,22 +152,56 @@ def abort_unfinished_uploads(folder: ObjectStoragePath, owns: Callable[[str], bo
         markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
 
-def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> None:
+def make_folders(folder: ObjectStoragePath) -> list[str]:
+    """Create the local ``folder`` and its missing parents; return those it created, outermost first.
+
+    Object stores have no folders to create: nothing is done there and the list is empty.
+    """
+    if not is_local(folder):
+        return []
+    missing: list[str] = []
+    current = folder.path
+    while not os.path.exists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    folder.fs.makedirs(folder.path, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_created_folders(folders: list[str]) -> None:
+    """Remove the folders :func:`make_folders` created, innermost first, while they are empty.
+
+    A failed write leaves no empty folder it made behind; a folder that existed before, or that
+    holds anything (another writer's file), is never removed.
+    """
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
+
+
+def check_writable(
+    path: ObjectStoragePath, parameter: str = "output_path", given: ObjectStoragePath | None = None
+) -> list[str]:
     """Fail before any work when nothing can be written at ``path``; nothing is left behind.
 
     Object stores: the bucket (container) must exist, one request (``head_bucket`` on S3); a
     missing bucket is the common mistake and otherwise surfaces only when the file is uploaded,
     at the very end. Local disks: the folder is created if needed and a temporary file is created
-    in it and removed at once, which also catches a read-only folder.
+    in it and removed at once, which also catches a read-only folder. Returns the folders it
+    created, for :func:`remove_created_folders` should the write fail later. Errors name ``given``
+    (default ``path``): the path as the user chose it, a folder of part files, say.
     """
     fix = "Create the bucket or folder, or fix the path, and check the connection may write there."
+    if is_local(path):
+        return _check_local_writable(path, parameter, given or path)
     try:
-        if is_local(path):
-            path.fs.makedirs(path.parent.path, exist_ok=True)
-            probe = temp_sibling(path)
-            path.fs.touch(probe.path)
-            path.fs.rm(probe.path)
-            return
         bucket = getattr(path, "bucket", "")
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
@@ -179,6 +214,39 @@ def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> N
         raise KumulosInputError(
             parameter, f"{path} cannot be written ({type(exc).__name__}: {exc})", fix
         ) from None
+    return []
+
+
+def _check_local_writable(path: ObjectStoragePath, parameter: str, given: ObjectStoragePath) -> list[str]:
+    """:func:`check_writable` on a local disk: the error names the user's path and its folder."""
+    created: list[str] = []
+    try:
+        created = make_folders(path.parent)
+        probe = temp_sibling(path)
+        path.fs.touch(probe.path)
+        path.fs.rm(probe.path)
+    except OSError as exc:
+        remove_created_folders(created)
+        problem, fix = unwritable_folder(path, exc)
+        raise KumulosInputError(parameter, f"{given.path} cannot be written: {problem}", fix) from None
+    return created
+
+
+def unwritable_folder(path: ObjectStoragePath, error: OSError) -> tuple[str, str]:
+    """Why nothing can be written at the local ``path``, and the fix, naming its folder (never a
+    temporary file the user did not choose)."""
+    folder = path.parent.path
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder", "Fix the path."
+    # "No such file or directory" about a folder that exists names the temporary file; say nothing.
+    reason = "" if error.errno == errno.ENOENT else f" ({error.strerror or type(error).__name__})"
+    problem = f"the folder {existing} is not writable{reason}"
+    if existing != folder:
+        problem = f"the folder {folder} cannot be created: {problem}"
+    return problem, "Write to a folder this task's user may write to, or give it write access to this one."
 
 
 def discard_quietly(discard: Callable[[], object], what: str, error: BaseException) -> None:
@@ -216,25 +284,31 @@ def atomic_write(
     On S3 the file is opened at ``path`` with ``autocommit=False``: its multipart upload is completed
     after a clean exit and aborted on any exception, including task termination, with no copy of
     the data. Elsewhere the data goes to a temporary sibling, moved onto ``path`` after a clean exit
-    (an atomic rename on local disks) and deleted on any exception. ``mode`` is ``"wb"`` or ``"w"``
-    (text, with ``encoding`` and ``newline``). A process killed outright leaves at most an
-    incomplete upload or the temporary (see :func:`sweep_leftovers`), never a partial object at ``path``.
+    (an atomic rename on local disks) and deleted on any exception, with the local folders this call
+    created for it. ``mode`` is ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline``). A
+    process killed outright leaves at most an incomplete upload or the temporary (see
+    :func:`sweep_leftovers`), never a partial object at ``path``.
     """
     if mode not in ("wb", "w"):
         raise KumulosInputError("mode", f"{mode!r} is not supported", 'Use "wb" (bytes) or "w" (text).')
     target = resolve_path(path)
     fs = target.fs
+    deferred = defers_commit(fs)
+    temp = None if deferred else temp_sibling(target)
+    created = make_folders(target.parent)
+    try:
+        raw = fs.open(target.path, "wb", autocommit=False) if temp is None else fs.open(temp.path, "wb")
+    except OSError as error:
+        remove_created_folders(created)
+        if not is_local(target):
+            raise
+        problem, fix = unwritable_folder(target, error)
+        raise type(error)(error.errno, f"{target.path} cannot be written: {problem}. {fix}") from None
     publish: Callable[[], object]
     discard: Callable[[], object]
-    deferred = defers_commit(fs)
-    if deferred:
-        raw = fs.open(target.path, "wb", autocommit=False)
+    if temp is None:
         publish, discard, pending = raw.commit, raw.discard, f"the unfinished upload to {target}"
     else:
-        temp = temp_sibling(target)
-        if is_local(target):
-            fs.makedirs(target.parent.path, exist_ok=True)
-        raw = fs.open(temp.path, "wb")
         publish = functools.partial(fs.mv, temp.path, target.path)
         discard, pending = functools.partial(remove_quietly, temp), f"the temporary {temp}"
     stream: IO[Any] = (
@@ -248,6 +322,7 @@ def atomic_write(
         with contextlib.suppress(Exception):  # fsspec's order: close, then discard
             stream.close()
         discard_quietly(discard, pending, error)
+        remove_created_folders(created)
         raise
     finally:
         if deferred:
