@@ -153,7 +153,7 @@ def export(path: Path) -> Timed:
 
 
 def request_counts(emulator: EmulatorProcess) -> dict[str, int]:
-    """The emulator's API answers so far, per method and status (``PUT 200``...)."""
+    """The emulator's API answers since its log was last emptied, per method and status (``PUT 200``...)."""
     return dict(emulator.admin("stats")["requests"])
 
 
@@ -172,11 +172,9 @@ def measure(
     latency: float,
 ) -> None:
     """Run one way from the current state; fill in its time, requests and users left differing."""
-    counts = request_counts(emulator)
-    emulator.admin("requests", "DELETE")
+    emulator.admin("requests", "DELETE")  # the log and the counters start again from zero
     way.run = run()
-    now = request_counts(emulator)
-    delta = {name: now[name] - counts.get(name, 0) for name in now}
+    delta = request_counts(emulator)
     gets = sum(count for name, count in delta.items() if name.startswith("GET "))
     if gets:
         logged = emulator.admin("requests")["requests"]

@@ -28,6 +28,7 @@ from typing import Any
 from e2e_airflow import AirflowDeployment
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
+from e2e_leaks import person
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, Service, ServiceGroup, descendants, wait_for
 from e2e_rest import AirflowAPI, TaskRun
@@ -176,6 +177,12 @@ class Chaos:
         listing = self.reader.s3.list_objects_v2(Bucket=self.bucket, Prefix=key_prefix)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
+    def _uploads(self, prefix: str) -> list[str]:
+        """Keys of the incomplete multipart uploads under ``prefix`` (a URL from :meth:`_folder`)."""
+        key_prefix = prefix.split(f"@{self.bucket}/", 1)[1]
+        listing = self.reader.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key_prefix)
+        return sorted(upload["Key"] for upload in listing.get("Uploads", []))
+
     def _running(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> TaskRun | None:
         """The task instance once it runs try ``try_number`` with a known process id (a retry that
         already succeeded counts too)."""
@@ -287,7 +294,8 @@ class Chaos:
         )
         users = sum(data.count(b"\n") for _, data in killed_parts)
         _require(users == len(self.emulator.user_ids()), f"{users} users in the parts")
-        leftovers = [key for key in self._keys(f"{run.folder}/killed") if ".kumulos-tmp" in key]
+        leftovers = self._uploads(f"{run.folder}/killed")
+        _require(not leftovers, f"incomplete uploads left after the retry: {leftovers}")
         finished = next(t.end for t in tasks if t.task_id == "export")
         self._report(
             "1 task process killed mid-export",
@@ -300,7 +308,7 @@ class Chaos:
             f"killed pid {run.pid} on {run.worker} after {len(killed_pages)} pages ({parts_at_kill} parts "
             f"checkpointed); retry on {tries[1].hostname} resumed at page {retry_pages[0]}, fetched "
             f"{len(retry_pages)} pages; {len(killed_parts)} parts equal to the undisturbed export's; "
-            f"{len(leftovers)} temporary object(s) left by the killed attempt",
+            "no incomplete upload left on S3",
         )
 
     def _checkpoint(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
@@ -512,7 +520,7 @@ class Chaos:
 
     def restart_finish(self, run: _Restarted) -> None:
         """Create the user: the sensor completes and each downstream task runs exactly once."""
-        self.emulator.add_user(run.user_id, {"source": "e2e-restart"})
+        self.emulator.add_user(run.user_id, {"source": "e2e-restart", **person("restart")})
         tasks = self._finish(RESTART_DAG, run.run_id)
         writes = [
             (e["method"], e["status"])
@@ -751,6 +759,8 @@ class Chaos:
         self.checks.covers_every_user_once([target])
         leftovers = [key for key in self._keys(folder) if not key.endswith("/users.jsonl")]
         _require(not leftovers, f"objects left beside the export: {leftovers}")
+        unfinished = self._uploads(folder)
+        _require(not unfinished, f"incomplete uploads left by the failed tries: {unfinished}")
         tries = self.api.tries(dag_id, run_id, "export")
         failed = [t for t in tries if t.state != "success"]
         untyped = [
@@ -775,7 +785,7 @@ class Chaos:
                 tries=str(task.try_number),
             ),
             f"{refused} requests answered 503 during the outage; {len(failed)} tries failed with a typed "
-            f"error; nothing at {target} until the successful try; no temporaries left",
+            f"error; nothing at {target} until the successful try; no temporaries or incomplete uploads left",
         )
 
 
