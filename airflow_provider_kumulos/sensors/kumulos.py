@@ -16,6 +16,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_kumulos import _compat, _policy
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.hooks._params import SHARED_PARAMS, check_hook_params
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class KumulosUserSensor(BaseSensorOperator):
         None waits for the user only.
     :param deferrable: wait in the triggerer instead of a worker slot (default: the
         ``[operators] default_deferrable`` setting).
+    :param hook_params: arguments for the hook, here and in the trigger when deferred: ``timeout``,
+        ``connect_timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``,
+        ``verify`` (each overrides the connection extra of the same name). Checked when the sensor is
+        built; not templated.
     """
 
     template_fields: Sequence[str] = ("user_id", "kumulos_conn_id", "attributes_match")
@@ -47,6 +52,7 @@ class KumulosUserSensor(BaseSensorOperator):
         kumulos_conn_id: str = KumulosCRMHook.default_conn_name,
         attributes_match: dict[str, Any] | None = None,
         deferrable: bool = _compat.conf().getboolean("operators", "default_deferrable", fallback=False),
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,11 +60,12 @@ class KumulosUserSensor(BaseSensorOperator):
         self.kumulos_conn_id = kumulos_conn_id
         self.attributes_match = attributes_match
         self.deferrable = deferrable
+        self.hook_params = check_hook_params(hook_params, SHARED_PARAMS)
 
     @cached_property
     def hook(self) -> KumulosCRMHook:
         """The hook every poke of this task uses (one pooled session)."""
-        return KumulosCRMHook(self.kumulos_conn_id)
+        return KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One check: done with the attributes, not yet, or raise for a failure waiting cannot fix."""
@@ -117,6 +124,7 @@ class KumulosUserSensor(BaseSensorOperator):
                 poke_interval=self.poke_interval,
                 attributes_match=self.attributes_match,
                 end_time=end_time,
+                hook_params=self.hook_params,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining),

@@ -8,6 +8,8 @@ what the triggerer and the worker do.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -55,6 +57,15 @@ def run_deferrable(op: KumulosUserSensor) -> Any:
 
         event = asyncio.run(first_event())
         return getattr(op, deferred.method_name)(CONTEXT, event=event.payload)
+
+
+def logged(emulator: KumulosEmulator, count: int) -> list[Any]:
+    """The requests the emulator logged, once there are ``count`` (it logs a slow answer when it sends it,
+    after the client gave up on it), waiting up to 5 s."""
+    deadline = time.monotonic() + 5
+    while len(emulator.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return emulator.requests
 
 
 # --- poke mode --------------------------------------------------------------------------------
@@ -144,6 +155,41 @@ def test_transient_errors_after_retries_mean_not_yet(
     assert capsys.readouterr().out.count("Kumulos still failing after retries, will check again") == 2
 
 
+def test_hook_params_reach_the_poke_hook(emulator: KumulosEmulator) -> None:
+    # The connection waits 60 s for an answer; hook_params cut that to 0.2 s and the retry succeeds.
+    user_id = emulator.user_ids()[0]
+    emulator.script_faults([Fault.slow(3.0)])
+    started = time.monotonic()
+    op = sensor(user_id=user_id, hook_params={"timeout": 0.2, "max_retries": 1})
+    assert op.execute(CONTEXT) == emulator.get_attributes(user_id)
+    assert time.monotonic() - started < 2.5
+    assert sorted(r.fault or "" for r in logged(emulator, 2)) == ["", "slow"]
+
+
+@pytest.mark.parametrize(
+    ("hook_params", "parameter", "problem"),
+    [
+        ({"pool_size": 2}, "hook_params", "'pool_size' is not a hook argument this task passes on"),
+        (
+            {"timout": 2},
+            "hook_params",
+            "'timout' is not a hook argument this task passes on. Use only timeout, connect_timeout, "
+            "max_retries, backoff_base, backoff_max, max_retry_after, verify.",
+        ),
+        ({"backoff_max": -1}, "hook_params['backoff_max']", "-1 is not a number of seconds >= 0"),
+        ({"verify": ""}, "hook_params['verify']", "'' is not a bool or a path"),
+        ("timeout=3", "hook_params", "expected a mapping of hook arguments, got str"),
+    ],
+)
+def test_bad_hook_params_fail_when_the_sensor_is_built(
+    emulator: KumulosEmulator, hook_params: Any, parameter: str, problem: str
+) -> None:
+    with pytest.raises(KumulosInputError, match=re.escape(problem)) as caught:
+        sensor(user_id="anyone", hook_params=hook_params)
+    assert caught.value.parameter == parameter
+    assert emulator.requests == []
+
+
 def test_poke_mode_times_out(emulator: KumulosEmulator) -> None:
     started = time.monotonic()
     with pytest.raises(AirflowSensorTimeout):
@@ -213,6 +259,7 @@ def test_deferrable_hands_over_to_the_trigger(emulator: KumulosEmulator) -> None
     assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
     assert kwargs["user_id"] == "later" and kwargs["kumulos_conn_id"] == "kumulos_default"
     assert kwargs["poke_interval"] == 15 and kwargs["attributes_match"] == {"a": 1}
+    assert kwargs["hook_params"] == {}
     assert 118 <= kwargs["end_time"] - time.time() <= 120
     assert [r.status for r in emulator.requests] == [404]
 
@@ -244,6 +291,29 @@ def test_a_failed_read_on_resume_raises_the_typed_error(
         sensor(user_id=user_id).execute_complete(CONTEXT, event={"status": "success", "user_id": user_id})
     assert type(caught.value) is error
     assert [r.status for r in emulator.requests] == statuses
+
+
+def test_hook_params_reach_the_trigger_through_its_serialised_form(emulator: KumulosEmulator) -> None:
+    # The poke finds no user; the trigger, rebuilt from what the sensor serialised, gives up the slow
+    # answer after hook_params' 0.2 s (the connection would wait 60 s) and its retry finds the user.
+    emulator.add_user("slow-user", {"a": 1})
+    emulator.script_faults([Fault.status_code(404), Fault.slow(3.0)])
+    op = sensor(user_id="slow-user", deferrable=True, poke_interval=0.05, hook_params={"timeout": 0.2})
+    with pytest.raises(TaskDeferred) as caught:
+        op.execute(CONTEXT)
+    classpath, kwargs = caught.value.trigger.serialize()
+    assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
+    assert kwargs["hook_params"] == {"timeout": 0.2}
+    trigger = KumulosUserTrigger(**json.loads(json.dumps(kwargs)))
+
+    async def first_event() -> Any:
+        return await anext(trigger.run())
+
+    started = time.monotonic()
+    event = asyncio.run(first_event())
+    assert op.execute_complete(CONTEXT, event=event.payload) == {"a": 1}
+    assert time.monotonic() - started < 2.5
+    assert [r.fault or r.status for r in logged(emulator, 3)] == ["status", 200, "slow"]
 
 
 def test_deferrable_times_out_with_a_sensor_timeout(emulator: KumulosEmulator) -> None:
