@@ -314,6 +314,7 @@ def test_hook_params_reach_the_trigger_through_its_serialised_form(emulator: Kum
     event = asyncio.run(first_event())
     assert op.execute_complete(CONTEXT, event=event.payload) == {"a": 1}
     assert time.monotonic() - started < 2.5
+    # The resumed sensor reads the attributes once more (the event carries none): one more 200.
     assert [r.fault or r.status for r in logged(emulator, 4)] == ["status", 200, 200, "slow"]
 
 
