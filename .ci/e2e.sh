@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end deployment test: the example DAGs on a real Airflow 3 deployment on loopback
-# (PostgreSQL, api-server, scheduler with LocalExecutor, dag-processor, triggerer; then the
-# parallel export again on CeleryExecutor with two workers and Redis). See docs/deployment.md.
+# (PostgreSQL, api-server, scheduler with LocalExecutor, dag-processor, triggerer; Airflow's UI
+# checked in Chromium; then the parallel export again on CeleryExecutor with two workers and
+# Redis). See docs/deployment.md.
 #
 # Environment knobs:
 #   KUMULOS_E2E_CELERY=0     skip the CeleryExecutor repeat and the fault scenarios (default 1)
 #   KUMULOS_E2E_CHAOS=0      skip the fault scenarios; "only" runs them without the regular checks (default 1)
+#   KUMULOS_E2E_BROWSER=0    skip the UI checks in Chromium (default 1)
 #   KUMULOS_E2E_USERS=N      users served by the emulator (default 500)
 #   KUMULOS_E2E_TIMEOUT=S    hard limit for the whole driver in seconds (default 1200)
 #   KUMULOS_E2E_RUN_DIR=DIR  scratch directory, logs are kept there (default: a new temp dir)
@@ -14,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CELERY="${KUMULOS_E2E_CELERY:-1}"
 CHAOS="${KUMULOS_E2E_CHAOS:-1}"
+BROWSER="${KUMULOS_E2E_BROWSER:-1}"
 USERS="${KUMULOS_E2E_USERS:-500}"
 LIMIT="${KUMULOS_E2E_TIMEOUT:-1200}"
 RUN_DIR="${KUMULOS_E2E_RUN_DIR:-$(mktemp -d -t kumulos-e2e-XXXXXX)}"
@@ -62,6 +65,10 @@ fi
 if [ "$CELERY" = "1" ] && ! command -v redis-server >/dev/null; then
     apt_install redis-server
 fi
+# Debian's Chromium, driven by Playwright's Python package (never a browser build of its own).
+if [ "$BROWSER" = "1" ] && [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
 
 echo "[e2e] Python environment $E2E_VENV"
 if [ ! -x "$E2E_VENV/bin/python" ]; then
@@ -73,9 +80,12 @@ if [ "$CELERY" = "1" ]; then
     # celery 5.7 dropped celery.backends.database.retry, which the Celery provider imports.
     requirements+=("apache-airflow-providers-celery" "celery[redis]<5.7")
 fi
+if [ "$BROWSER" = "1" ]; then
+    requirements+=("playwright>=1.49,<2")
+fi
 "$E2E_VENV/bin/uv" pip install -q --python "$E2E_VENV/bin/python" "${requirements[@]}"
 
-args=(--users "$USERS" --run-dir "$RUN_DIR")
+args=(--users "$USERS" --run-dir "$RUN_DIR" --browser "$BROWSER")
 if [ "$CELERY" = "1" ]; then
     args+=(--celery --chaos "$CHAOS")
 else

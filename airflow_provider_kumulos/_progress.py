@@ -78,6 +78,7 @@ class ProgressLogger:
         self.done = resumed
         self.failed = 0
         self.unchanged: int | None = None
+        self.drifted: int | None = None
         self.lines = 0
         self._lock = threading.Lock()
 
@@ -87,10 +88,17 @@ class ProgressLogger:
         return self._clock() - self.started
 
     def update(
-        self, done: int, *, failed: int = 0, total: int | None = None, unchanged: int | None = None
+        self,
+        done: int,
+        *,
+        failed: int = 0,
+        total: int | None = None,
+        unchanged: int | None = None,
+        drifted: int | None = None,
     ) -> None:
-        """Record progress (``unchanged``: records a sync state skipped); log a line if one is due."""
-        self.done, self.failed, self.unchanged = done, failed, unchanged
+        """Record progress (``unchanged``: records skipped as already in place; ``drifted``: records
+        a sync state would have skipped that Kumulos no longer holds); log a line if one is due."""
+        self.done, self.failed, self.unchanged, self.drifted = done, failed, unchanged, drifted
         if total is not None:
             self.total = total
         self._log_if_due()
@@ -146,6 +154,8 @@ class ProgressLogger:
             parts.append(f"failed {self.failed:,}")
         if self.unchanged is not None:
             parts.append(f"unchanged {self.unchanged:,}")
+        if self.drifted is not None:
+            parts.append(f"drifted {self.drifted:,}")
         parts.append(f"{rate:,.0f}/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_format_duration((self.total - self.done) / rate)}")

@@ -8,6 +8,8 @@ CI) through :func:`bench_parser`.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import statistics
 import subprocess
@@ -15,10 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +110,36 @@ class EmulatorProcess:
         from airflow_provider_kumulos.testing.emulator import connection_json
 
         return connection_json(self.base_url, self.api_key, self.server_key, **extra)
+
+    def admin(self, route: str, method: str = "GET", body: object = None, timeout: float = 60) -> Any:
+        """Call one route of the emulator's ``/_emulator/`` admin API; its JSON answer, if any."""
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/{route}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def held_attributes(self, page_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """What the emulator holds, ``(identifier, attributes)`` per user, read through the users
+        listing (``GET /v2/users``, API requests like any client's)."""
+        credentials = base64.b64encode(f"{self.api_key}:{self.server_key}".encode()).decode()
+        current = 1
+        while True:
+            request = urllib.request.Request(
+                f"{self.base_url}/v2/users?currentPage={current}&numberPerPage={page_size}",
+                headers={"Authorization": f"Basic {credentials}", "Accept": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                users = json.load(response)["users"]
+            for user in users:
+                yield user["identifier"], user["attributes"]
+            if len(users) < page_size:
+                return
+            current += 1
 
 
 @contextmanager

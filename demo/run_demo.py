@@ -4,26 +4,35 @@ Everything lives under ``.demo/`` and is wiped at the start, so the demo can run
 times: a SQLite AIRFLOW_HOME (``airflow db migrate``), a SQLite warehouse file, the emulator as its
 own process on loopback, then ``airflow dags test kumulos_segment_refresh`` with the dags folder
 pointing at ``example_dags/`` and the outputs (and the sync state) written to ``.demo/output/``.
-The first run sends every user; then a few users change in Kumulos, and the second run sends only
-those and clears the users who left. The connections and the output Variable come from the
-environment, as in a deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets
-what each run sent, read back from the run's XCom and from the emulator. Run it with ``make demo``.
+The first run sends every user; then a few users change in Kumulos and the app overwrites the
+attributes of 50 others (as its SDK does), and the second run, reconciling against its export,
+sends only those: the overwritten ones are counted as drifted and corrected. The demo ends by
+checking, through the emulator's users listing, that every user in Kumulos holds the segments the
+warehouse computed. The connections and the output Variable come from the environment, as in a
+deployment. Airflow's own output goes to ``.demo/logs/``; the terminal gets what each run sent,
+read back from the run's XCom and from the emulator. Run it with ``make demo``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from _common import ROOT, airflow_env, emulator_process  # shared helpers, standard library only
+from _common import (
+    ROOT,
+    EmulatorProcess,
+    airflow_env,
+    emulator_process,
+)  # shared helpers, standard library only
 
 from airflow_provider_kumulos.testing.emulator import REFERENCE_DATE
 
@@ -34,6 +43,9 @@ LOGS = DEMO_DIR / "logs"
 #: The run's logical date: the emulator's users were all last active in the 120 days before it,
 #: so ``inactive_30d`` splits them into two real groups whatever day the demo runs.
 LOGICAL_DATE = REFERENCE_DATE.date().isoformat()
+#: Share of the users the app overwrites between the runs, and what its SDK sends for them.
+APP_SHARE = 0.005
+APP_ATTRIBUTES = {"appVersion": "3.2.0", "pushOptIn": True}
 
 
 def airflow(args: list[str], env: dict[str, str], log_name: str) -> float:
@@ -75,40 +87,63 @@ def read_run() -> tuple[str, dict[str, str], dict[str, Any] | None]:
         return str(run.state), states, report
 
 
-def admin(base_url: str, route: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-    """Call one route of the emulator's ``/_emulator/`` admin API; the JSON answer, if any."""
-    request = urllib.request.Request(
-        f"{base_url}/_emulator/{route}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-    return json.loads(text) if text else None
-
-
-def change_a_few_users(base_url: str) -> str:
+def change_a_few_users(emulator: EmulatorProcess) -> str:
     """Between the runs: 3 users become active on the web, 2 join, 2 leave. Returns what was done."""
-    identifiers = admin(base_url, "users")["identifiers"]
+    identifiers = emulator.admin("users")["identifiers"]
     now = f"{LOGICAL_DATE}T00:00:00+00:00"
     for identifier in identifiers[:3]:
-        user = admin(base_url, f"users/{identifier}")
-        admin(base_url, f"users/{identifier}", "DELETE")
+        user = emulator.admin(f"users/{identifier}")
+        emulator.admin(f"users/{identifier}", "DELETE")
         web = [{"id": f"web-{identifier}", "os": "Web", "lastActive": now}]
-        admin(
-            base_url,
+        emulator.admin(
             "users",
             "POST",
             {"identifier": identifier, "attributes": user["attributes"], "lastActive": now, "installs": web},
         )
     for number in (1, 2):
-        admin(
-            base_url, "users", "POST", {"identifier": f"joined-{number}", "lastActive": now, "installs": []}
-        )
+        emulator.admin("users", "POST", {"identifier": f"joined-{number}", "lastActive": now, "installs": []})
     for identifier in identifiers[-2:]:
-        admin(base_url, f"users/{identifier}", "DELETE")
+        emulator.admin(f"users/{identifier}", "DELETE")
     return "3 users now active on the web, 2 new users, 2 users deleted"
+
+
+def app_overwrites(emulator: EmulatorProcess) -> list[str]:
+    """Between the runs: the app's SDK associates some users again with its own attributes, replacing
+    their whole attribute set (segment keys included), as Kumulos's last-write-wins allows."""
+    body = {"share": APP_SHARE, "seed": 7, "attributes": APP_ATTRIBUTES}
+    identifiers: list[str] = emulator.admin("associate", "POST", body)["identifiers"]
+    return identifiers
+
+
+def check_kumulos_matches_warehouse(emulator: EmulatorProcess, warehouse: Path, as_of: str) -> str:
+    """Every user's segment keys in Kumulos (read through the users listing) against the warehouse's
+    segments; raises RuntimeError naming a few that differ."""
+    sys.path.insert(0, str(ROOT / "example_dags"))
+    from kumulos_segment_refresh import SEGMENTS_SQL
+
+    with contextlib.closing(sqlite3.connect(warehouse)) as db:
+        segments = {
+            identifier: {"activity": activity, "primary_platform": platform}
+            for identifier, activity, platform in db.execute(SEGMENTS_SQL, {"as_of": as_of})
+        }
+    held = dict(emulator.held_attributes())
+    wrong = [
+        identifier
+        for identifier, wanted in segments.items()
+        if {key: (held.get(identifier) or {}).get(key) for key in wanted} != wanted
+    ]
+    strays = [
+        identifier
+        for identifier, attributes in held.items()
+        if identifier not in segments and {"activity", "primary_platform"} & set(attributes)
+    ]
+    if wrong or strays or len(held) != len(segments):
+        raise RuntimeError(
+            f"Kumulos differs from the warehouse: {len(wrong)} users with other segments (e.g. "
+            f"{wrong[:3]}), {len(strays)} users outside the warehouse with segment keys, "
+            f"{len(held):,} users in Kumulos and {len(segments):,} in the warehouse"
+        )
+    return f"Kumulos matches the warehouse for all {len(segments):,} users (activity and primary_platform)"
 
 
 def shown(url: str) -> str:
@@ -117,14 +152,14 @@ def shown(url: str) -> str:
     return str(path.relative_to(ROOT)) if url.startswith("file://") and path.is_relative_to(ROOT) else url
 
 
-def request_counts(base_url: str) -> dict[str, int]:
+def request_counts(emulator: EmulatorProcess) -> dict[str, int]:
     """The emulator's answers so far, per method and status (``GET 200``...)."""
-    return dict(admin(base_url, "stats")["requests"])
+    return dict(emulator.admin("stats")["requests"])
 
 
-def answered_since(base_url: str, before: dict[str, int]) -> str:
+def answered_since(emulator: EmulatorProcess, before: dict[str, int]) -> str:
     """The answers since ``before``, e.g. ``GET 200 x3, PUT 200 x3``."""
-    now = request_counts(base_url)
+    now = request_counts(emulator)
     counts = {name: count - before.get(name, 0) for name, count in sorted(now.items())}
     return ", ".join(f"{name} x{count:,}" for name, count in counts.items() if count) or "none"
 
@@ -140,9 +175,14 @@ def print_run(title: str, report: dict[str, Any], answered: str, seconds: float)
         ("segments (SQL)", f"inactive_30d {report['inactive_30d']:,}; primary_platform {platforms}"),
         (
             "sent",
-            f"{report['sent']:,} users new or changed since the last sync (merged into their attributes)",
+            f"{report['sent']:,} users whose segments Kumulos lacked (merged into their attributes)",
         ),
-        ("unchanged", f"{report['unchanged']:,} users skipped without a request"),
+        ("unchanged", f"{report['unchanged']:,} users already holding theirs (per the export): no request"),
+        (
+            "drifted",
+            f"{report['drifted']:,} of those sent held other segments than the last sync had sent "
+            "(overwritten in Kumulos since): corrected",
+        ),
         ("removed", f"{report['removed']:,} users absent from the warehouse lost the segment keys"),
         ("failures", failures),
         ("requests", f"{report['requests']:,} by the push; the emulator answered {answered} in all"),
@@ -154,15 +194,17 @@ def print_run(title: str, report: dict[str, Any], answered: str, seconds: float)
         print(f"  {name.ljust(width)}  {value}")
 
 
-def run_once(env: dict[str, str], base_url: str, log_name: str) -> tuple[dict[str, Any], str, float]:
+def run_once(
+    env: dict[str, str], emulator: EmulatorProcess, log_name: str
+) -> tuple[dict[str, Any], str, float]:
     """``airflow dags test`` of the example; its report, the requests answered and the seconds it took."""
-    before = request_counts(base_url)
+    before = request_counts(emulator)
     seconds = airflow(["dags", "test", DAG_ID, LOGICAL_DATE], env, log_name)
     os.environ.update(env)
     state, states, report = read_run()
     if state != "success" or report is None:
         raise RuntimeError(f"{DAG_ID} ended {state}: {states}; see {LOGS / log_name}")
-    return report, answered_since(base_url, before), seconds
+    return report, answered_since(emulator, before), seconds
 
 
 def main() -> int:
@@ -182,15 +224,25 @@ def main() -> int:
         migrate = airflow(["db", "migrate"], env, "db-migrate.log")
         print(f"Starting the Kumulos CRM emulator with {USERS:,} users on loopback...")
         with emulator_process(USERS, DEMO_DIR, env=env) as emulator:
-            base_url = emulator.base_url
             env["AIRFLOW_CONN_KUMULOS_DEFAULT"] = emulator.connection_json()
-            print(f"Run 1: {DAG_ID} for {LOGICAL_DATE} against {base_url} (airflow dags test)...")
+            print(f"Run 1: {DAG_ID} for {LOGICAL_DATE} against {emulator.base_url} (airflow dags test)...")
             print_run(
-                "Run 1 (no sync state yet: every user is sent)", *run_once(env, base_url, "dags-test-1.log")
+                "Run 1 (no sync state yet: every user is sent)", *run_once(env, emulator, "dags-test-1.log")
             )
-            changes = change_a_few_users(base_url)
-            print(f"\nIn Kumulos meanwhile: {changes}. Run 2, same DAG...")
-            print_run("Run 2 (only the changes are sent)", *run_once(env, base_url, "dags-test-2.log"))
+            changes = change_a_few_users(emulator)
+            overwritten = app_overwrites(emulator)
+            print(
+                f"\nIn Kumulos meanwhile: {changes}; and the app overwrote the attributes of "
+                f"{len(overwritten)} users (its SDK's associateUserWithInstall() replaces them: segment "
+                "keys gone). Run 2, same DAG..."
+            )
+            report, answered, seconds = run_once(env, emulator, "dags-test-2.log")
+            print_run(
+                "Run 2 (only the changes and the overwritten users are sent)", report, answered, seconds
+            )
+            print(
+                f"\nChecked through the emulator: {check_kumulos_matches_warehouse(emulator, warehouse, report['as_of'])}"
+            )
     except RuntimeError as error:
         print(f"\nThe demo failed: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Daily segment refresh: users into a SQL warehouse, segments computed in SQL, only changes pushed back.
+"""Daily segment refresh: users into a SQL warehouse, segments computed in SQL, only what Kumulos lacks
+pushed back.
 
 1. ``export_users`` writes every Kumulos user to ``{kumulos_output_base}/segments/ds=<date>/users.jsonl``.
 2. ``load_warehouse`` streams that file into the ``kumulos_users`` table of the warehouse behind the
@@ -12,12 +13,18 @@
    - ``primary_platform``: the ``os`` (lower case) of most of the user's installs, a tie going to the
      platform of the most recently active install; ``"unknown"`` without installs.
 
-   ``sync_state_path`` keeps what the last successful sync sent, so a daily run sends only the users
-   whose segments changed. ``merge=True`` keeps the attributes the app stores (name, plan...): each
-   changed user is read right before being written. ``remove_absent=True`` clears the segment keys of
-   users who left the warehouse (and refuses if more than half of them would, a broken load). Up to
-   10 rejected users are tolerated and listed in ``failures.jsonl``; more fail the task.
-4. ``report`` logs and returns the counts: users exported, segment sizes, sent, unchanged, removed.
+   ``reconcile_from`` compares every row with what Kumulos held at step 1, read from that same
+   export (no extra request): a user already holding the computed segments is skipped, and one whose
+   segment keys the app overwrote since the last run (its SDK's ``associateUserWithInstall()``
+   replaces the whole attribute set; last write wins) is corrected. ``sync_state_path`` keeps what the
+   last successful sync sent, so those users are also counted as ``drifted``. ``merge=True`` keeps
+   the attributes the app stores (name, plan...): each user to write is read right before being
+   written, so an attribute the app changed after the export survives. ``remove_absent=True`` clears
+   the segment keys of users who left the warehouse (and refuses if more than half of them would, a
+   broken load). Up to 10 rejected users are tolerated and listed in ``failures.jsonl``; more fail
+   the task.
+4. ``report`` logs and returns the counts: users exported, segment sizes, sent, unchanged, drifted,
+   removed.
 
 Setup: connections ``kumulos_default`` and ``kumulos_warehouse`` (e.g. ``sqlite:////data/warehouse.db``);
 Variable ``kumulos_output_base`` (default ``file:///tmp/kumulos``), where the sync state lives too.
@@ -39,6 +46,8 @@ OUTPUT_BASE = "{{ var.value.get('kumulos_output_base', 'file:///tmp/kumulos') }}
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 #: Folder of this run's files: the export and the failures file.
 RUN_FOLDER = f"{OUTPUT_BASE}/segments/ds={RUN_DATE}"
+#: The run's export: the warehouse's input, and what Kumulos held for the push to reconcile against.
+EXPORT = f"{RUN_FOLDER}/users.jsonl"
 #: What the last successful sync sent, kept from one run to the next.
 SYNC_STATE = f"{OUTPUT_BASE}/segments/sync_state.sqlite"
 #: The warehouse's Airflow connection (any common-sql database; SQLite here).
@@ -85,8 +94,8 @@ log = logging.getLogger(__name__)
     tags=["kumulos", "example"],
 )
 def kumulos_segment_refresh() -> None:
-    """Export users, load them into the warehouse, push the SQL-computed segments that changed, report."""
-    export = ExportUsersOperator(task_id="export_users", output_path=f"{RUN_FOLDER}/users.jsonl")
+    """Export users, load them into the warehouse, push the SQL-computed segments Kumulos lacks, report."""
+    export = ExportUsersOperator(task_id="export_users", output_path=EXPORT)
 
     @task
     def load_warehouse(exported: dict[str, Any]) -> int:
@@ -130,6 +139,7 @@ def kumulos_segment_refresh() -> None:
         sql=SEGMENTS_SQL,
         sql_conn_id=WAREHOUSE,
         sql_parameters={"as_of": "{{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}"},
+        reconcile_from=EXPORT,
         sync_state_path=SYNC_STATE,
         merge=True,
         remove_absent=True,
@@ -162,6 +172,7 @@ def kumulos_segment_refresh() -> None:
             "primary_platform": dict(sorted(platforms.items())),
             "sent": pushed["succeeded"],
             "unchanged": pushed["unchanged"],
+            "drifted": pushed["drifted"],
             "removed": pushed["removed"],
             "failures": pushed["failed"],
             "failures_path": pushed["failures_path"],
@@ -169,12 +180,13 @@ def kumulos_segment_refresh() -> None:
         }
         log.info(
             "Segment refresh: %d users exported, %d inactive_30d, primary_platform %s; %d sent, "
-            "%d unchanged, %d removed, %d failures",
+            "%d unchanged, %d drifted (corrected), %d removed, %d failures",
             summary["users_exported"],
             summary["inactive_30d"],
             summary["primary_platform"],
             summary["sent"],
             summary["unchanged"],
+            summary["drifted"],
             summary["removed"],
             summary["failures"],
         )

@@ -7,7 +7,9 @@ written (on moto's S3 server or a local folder) and the attributes the emulator 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -279,22 +281,23 @@ def test_segment_refresh_sets_the_computed_segments_and_keeps_other_attributes(
         "primary_platform": dict(sorted(Counter(s["primary_platform"] for s in segments).items())),
         "sent": 53,
         "unchanged": 0,
+        "drifted": 0,
         "removed": 0,
         "failures": 0,
         "failures_path": f"file://{folder}/failures.jsonl",
-        "requests": 106,  # merge: one read and one write per user
+        "requests": 106,  # merge: one read and one write per user; the export is read from the file
     }
     assert sorted(path.name for path in folder.iterdir()) == ["failures.jsonl", "users.jsonl"]
     assert sorted(path.name for path in base.iterdir()) == ["ds=2026-11-01", "sync_state.sqlite"]
     assert (folder / "failures.jsonl").read_text() == ""
 
 
-def test_segment_refresh_rerun_sends_only_changes_and_clears_users_who_left(
+def test_segment_refresh_rerun_sends_only_changes_and_corrects_users_edited_in_kumulos(
     dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
 ) -> None:
     emulator = kumulos_connection
     _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
-    changed, left = emulator.user_ids()[:2]
+    changed, left, edited = (emulator.user_ids()[index] for index in (0, 1, 5))
     user = emulator.get_user(changed)
     emulator.remove_user(changed)
     emulator.add_user(
@@ -305,26 +308,57 @@ def test_segment_refresh_rerun_sends_only_changes_and_clears_users_who_left(
     )
     emulator.remove_user(left)
     emulator.add_user("joined", None, lastActive=AS_OF.isoformat(), installs=[])
-    emulator.set_attributes(emulator.user_ids()[5], {"activity": "edited in Kumulos"})  # not detected
+    segment = _expected_segment(emulator.get_user(edited))
+    emulator.set_attributes(edited, {**emulator.get_attributes(edited), "activity": "edited in Kumulos"})
     emulator.clear_requests()
 
     dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
 
     report = dag_runner.xcom(dag_run, "report")
-    assert (report["users_exported"], report["sent"], report["unchanged"], report["removed"]) == (
-        50,
-        2,
-        48,
-        1,
-    )
-    assert _methods(emulator)["PUT"] == sorted([changed, "joined"])
+    counts = ("users_exported", "sent", "unchanged", "drifted", "removed", "requests")
+    # The user who left Kumulos holds nothing to clear: no request for it.
+    assert {key: report[key] for key in counts} == {
+        "users_exported": 50,
+        "sent": 3,
+        "unchanged": 47,
+        "drifted": 1,
+        "removed": 0,
+        "requests": 6,
+    }
+    assert _methods(emulator)["PUT"] == sorted([changed, "joined", edited])
     assert emulator.get_attributes(changed) == {
         **(user["attributes"] or {}),
         "activity": "active",
         "primary_platform": "web",
     }
     assert emulator.get_attributes("joined") == {"activity": "active", "primary_platform": "unknown"}
-    assert emulator.get_attributes(emulator.user_ids()[5])["activity"] == "edited in Kumulos"
+    assert emulator.get_attributes(edited)["activity"] == segment["activity"]
+
+
+def test_segment_refresh_corrects_exactly_the_users_the_app_overwrote(
+    dag_runner: Any, kumulos_connection: Any, local_output: Path, warehouse: Path
+) -> None:
+    emulator = kumulos_connection
+    _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
+    users = {user["identifier"]: user for user in emulator.users()}
+    overwritten = emulator.associate_share(0.1, {"pushOptIn": True}, seed=3)
+    emulator.clear_requests()
+
+    dag_run = _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
+
+    report = dag_runner.xcom(dag_run, "report")
+    assert len(overwritten) == 5
+    assert (report["sent"], report["unchanged"], report["drifted"], report["requests"]) == (5, 45, 5, 10)
+    # The export is read from its file: besides it, a merge read and a write per overwritten user.
+    listing = [entry for entry in emulator.requests if entry.path == "/v2/users"]
+    assert _methods(emulator)["PUT"] == sorted(overwritten)
+    assert sorted(entry.identifier for entry in emulator.requests if entry.path != "/v2/users") == sorted(
+        overwritten * 2
+    )
+    assert len(listing) == 1  # the export's one page of 50 users
+    for identifier, user in users.items():
+        app = {"pushOptIn": True} if identifier in overwritten else user["attributes"]
+        assert emulator.get_attributes(identifier) == {**app, **_expected_segment(user)}, identifier
 
 
 def test_segment_refresh_as_of_is_the_interval_end_or_the_run_after_without_a_logical_date(
@@ -403,8 +437,14 @@ def test_segment_refresh_refuses_to_clear_most_users_after_a_broken_load(
 ) -> None:
     emulator = kumulos_connection
     _run(dag_runner, "kumulos_segment_refresh", logical_date=AS_OF)
-    for identifier in emulator.user_ids()[:30]:
-        emulator.remove_user(identifier)
+    lost = emulator.user_ids()[:30]
+    # A broken load: 30 users still in Kumulos (and the export) never reach the warehouse table.
+    quoted = ", ".join("'" + identifier.replace("'", "''") + "'" for identifier in lost)
+    with contextlib.closing(sqlite3.connect(warehouse)) as db:
+        db.execute(
+            f"CREATE TRIGGER broken_load AFTER INSERT ON kumulos_users WHEN NEW.identifier IN ({quoted}) "
+            "BEGIN DELETE FROM kumulos_users WHERE identifier = NEW.identifier; END"
+        )
     emulator.clear_requests()
 
     dag_run = _run(dag_runner, "kumulos_segment_refresh", retries=False, logical_date=AS_OF)

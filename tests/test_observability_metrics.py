@@ -3,8 +3,9 @@
 Airflow configures its Stats backend once per process from ``[metrics]``, so each test runs Airflow
 in a subprocess whose environment turns StatsD on and points it at a UDP socket this test reads.
 The DAG run exports users through scripted 503 and 429 answers, sets attributes with scripted
-rejections and deletes attributes of present and missing users; the counters must agree with what
-the emulator answered and what the tasks wrote.
+rejections, deletes attributes of present and missing users, syncs with a state and, after an app
+overwrite, reconciles; the counters must agree with what the emulator answered and what the tasks
+wrote.
 """
 
 from __future__ import annotations
@@ -142,7 +143,14 @@ with DAG("observability_metrics", schedule=None, start_date=pendulum.datetime(20
         sync_state_path={state!r},
         remove_absent=True,
     )
-    export >> update >> delete >> first_sync >> second_sync
+    app = SetAttributesOperator(task_id="app", user_id="s-0", attributes={{"fromTheApp": True}})
+    reconciled = SetAttributesOperator(
+        task_id="reconciled",
+        records=[{{"identifier": f"s-{{n}}", "attributes": {{"n": n}}}} for n in range(2)],
+        sync_state_path={state!r},
+        reconcile=True,
+    )
+    export >> update >> delete >> first_sync >> second_sync >> app >> reconciled
 """
 
 
@@ -176,6 +184,8 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
         "delete": "success",
         "first_sync": "success",
         "second_sync": "success",
+        "app": "success",
+        "reconciled": "success",
     }
     counters, timers = statsd.counters(), statsd.timers()
 
@@ -188,12 +198,12 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
         for request in kumulos_emulator.requests
     )
     pages = answered["users", "GET", 200]
-    assert pages == 5
-    assert counters["kumulos.requests"] == len(kumulos_emulator.requests) == 7 + 20 + 5 + 3 + 1
+    assert pages == 5 + 1, "the export's pages and the reconcile's one"
+    assert counters["kumulos.requests"] == len(kumulos_emulator.requests) == 7 + 20 + 5 + 3 + 1 + 3
     assert counters["kumulos.requests.list_users.200"] == pages
     assert counters["kumulos.requests.list_users.503"] == answered["users", "GET", 503] == 1
     assert counters["kumulos.requests.list_users.429"] == answered["users", "GET", 429] == 1
-    assert counters["kumulos.requests.set_attributes.200"] == answered["attributes", "PUT", 200] == 18 + 3
+    assert counters["kumulos.requests.set_attributes.200"] == answered["attributes", "PUT", 200] == 18 + 3 + 2
     assert counters["kumulos.requests.set_attributes.422"] == answered["attributes", "PUT", 422] == 2
     assert (
         counters["kumulos.requests.delete_attributes.204"] == answered["attributes", "DELETE", 204] == 3 + 1
@@ -207,12 +217,15 @@ def test_a_dag_run_sends_request_retry_wait_and_outcome_counters_to_statsd(
 
     written = len(out.read_bytes().splitlines())
     assert counters["kumulos.users_exported"] == counters["kumulos.users_exported.jsonl"] == written == 50
-    assert counters["kumulos.records_written.set_attributes"] == 18 + 3
+    assert counters["kumulos.records_written.set_attributes"] == 18 + 3 + 2
     assert counters["kumulos.records_failed.set_attributes"] == 2, "one per scripted rejection"
     assert counters["kumulos.records_written.delete_attributes"] == 5, "missing users count as done"
     assert counters["kumulos.records_failed.delete_attributes"] == 0
-    assert counters["kumulos.records_written"] == 18 + 3 + 5 and counters["kumulos.records_failed"] == 2
-    assert counters["kumulos.records_unchanged"] == counters["kumulos.records_unchanged.set_attributes"] == 2
+    assert counters["kumulos.records_written"] == 18 + 3 + 2 + 5 and counters["kumulos.records_failed"] == 2
+    assert (
+        counters["kumulos.records_unchanged"] == counters["kumulos.records_unchanged.set_attributes"] == 2 + 1
+    )
+    assert counters["kumulos.records_drifted"] == counters["kumulos.records_drifted.set_attributes"] == 1
     assert counters["kumulos.records_removed"] == counters["kumulos.records_removed.set_attributes"] == 1
 
     documented = _documented_metrics()

@@ -14,7 +14,7 @@ the problem and the fix. Nothing heavy is imported here: the operator module imp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,16 +177,55 @@ def _check_max_failures(value: object, earlier: Earlier) -> int:
     return check_whole_number("max_failures", value, 0)
 
 
-def _needs_sync_state(name: str) -> Check:
-    """The check of a bool that only means something with a ``sync_state_path``."""
+def reconciles(options: Mapping[str, Any]) -> bool:
+    """Whether a run reconciles: ``reconcile=True``, or an export given as ``reconcile_from``."""
+    return bool(options["reconcile"]) or options["reconcile_from"] is not None
 
-    def check(value: object, earlier: Earlier) -> bool:
-        wanted = check_bool(name, value)
-        if wanted and earlier["sync_state_path"] is None:
-            raise KumulosInputError(name, "it needs a sync state", f"Pass sync_state_path, or remove {name}.")
-        return wanted
 
-    return check
+def _check_full_refresh(value: object, earlier: Earlier) -> bool:
+    wanted = check_bool("full_refresh", value)
+    if wanted and earlier["sync_state_path"] is None:
+        raise KumulosInputError(
+            "full_refresh", "it needs a sync state", "Pass sync_state_path, or remove full_refresh."
+        )
+    if wanted and reconciles(earlier):
+        raise KumulosInputError(
+            "full_refresh",
+            "it sends every record, while reconcile sends only those Kumulos does not hold",
+            "Pass one of the two.",
+        )
+    return wanted
+
+
+def _check_remove_absent(value: object, earlier: Earlier) -> bool:
+    wanted = check_bool("remove_absent", value)
+    if wanted and earlier["sync_state_path"] is None and not reconciles(earlier):
+        raise KumulosInputError(
+            "remove_absent",
+            "it needs a sync state or a reconcile to know who holds the keys this sync manages",
+            "Pass sync_state_path or reconcile=True, or remove remove_absent.",
+        )
+    return wanted
+
+
+def _check_managed_keys(value: object, earlier: Earlier) -> tuple[str, ...]:
+    """Attribute keys ``remove_absent`` clears beyond those the source carries."""
+    if value is None:
+        return ()
+    if not earlier["remove_absent"]:
+        raise KumulosInputError(
+            "managed_keys", "it only applies with remove_absent", "Remove it or pass remove_absent=True."
+        )
+    keys = (
+        list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) else None
+    )
+    if keys is None or not all(isinstance(key, str) and key for key in keys):
+        raise KumulosInputError(
+            "managed_keys",
+            f"expected a list of attribute keys, got {value!r}",
+            'Pass e.g. ["segment", "tier"].',
+        )
+    return tuple(keys)
 
 
 def _check_max_removal_fraction(value: object, earlier: Earlier) -> float:
@@ -239,9 +278,12 @@ BULK_OPTIONS: tuple[BulkOption, ...] = (
     BulkOption("max_failures", 0, _check_max_failures),
     BulkOption("failures_path", None, _as_given, templated=True),
     BulkOption("dry_run", False, _bool("dry_run"), attribute="is_dry_run"),
+    BulkOption("reconcile", False, _bool("reconcile")),
+    BulkOption("reconcile_from", None, _as_given, templated=True),
     BulkOption("sync_state_path", None, _as_given, templated=True, operators=SET_ONLY),
-    BulkOption("full_refresh", False, _needs_sync_state("full_refresh"), operators=SET_ONLY),
-    BulkOption("remove_absent", False, _needs_sync_state("remove_absent"), operators=SET_ONLY),
+    BulkOption("full_refresh", False, _check_full_refresh, operators=SET_ONLY),
+    BulkOption("remove_absent", False, _check_remove_absent, operators=SET_ONLY),
+    BulkOption("managed_keys", None, _check_managed_keys, operators=SET_ONLY),
     BulkOption(
         "max_removal_fraction", DEFAULT_MAX_REMOVAL_FRACTION, _check_max_removal_fraction, operators=SET_ONLY
     ),

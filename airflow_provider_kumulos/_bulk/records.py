@@ -7,7 +7,7 @@ types, and this module imports none of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +17,8 @@ from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 #: Outcomes a ``send`` callable reports for a record that did not fail.
 SUCCEEDED = "succeeded"
 MISSING = "missing"
+#: A fresh read showed Kumulos already holds the record, so nothing was written (reconcile, merge).
+UNCHANGED = "unchanged"
 #: Longest error message quoted in the summary.
 MAX_MESSAGE = 500
 
@@ -43,6 +45,10 @@ class Job:
     where: str
     identifier: str
     attributes: Mapping[str, Any] | None
+
+
+#: Makes the call that clears the managed keys (given) of a user absent from the source.
+Remover = Callable[[frozenset[str]], Callable[[Job], str]]
 
 
 @dataclass(frozen=True)

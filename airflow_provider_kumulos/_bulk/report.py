@@ -120,12 +120,15 @@ def log_report(report: BulkReport, progress: ProgressLogger, logger: logging.Log
     outcome.update(failed=counts.failed, skipped=counts.skipped, duplicates=counts.duplicates)
     if report.sync is not None:
         outcome.update(report.sync.summary(counts.unchanged))
+        reconciled = report.sync.reconciled
+        if reconciled is not None:
+            outcome["reconciled"] = f"with {reconciled['users']:,} users read from {reconciled['source']}"
     if report.dry_run:
         outcome["dry_run"] = "yes, nothing was sent"
     progress.finish(**outcome)
     if report.dry_run and report.sync is not None:
         logger.info(
-            "Dry run with sync state: %d records unchanged since the last sync would be skipped%s",
+            "Dry run: %d records already in place would be skipped%s",
             counts.unchanged,
             f", {report.sync.absent} users absent from the source would be cleared"
             if report.sync.remove_absent
@@ -151,7 +154,7 @@ def log_report(report: BulkReport, progress: ProgressLogger, logger: logging.Log
 
 
 def record_metrics(report: BulkReport) -> None:
-    """Airflow Stats of a run that sent records: written, failed, unchanged, removed."""
+    """Airflow Stats of a run that sent records: written, failed, unchanged, drifted, removed."""
     counts = report.result.counts
     operation = report.what.replace(" ", "_")
     _metrics.incr("records_written", counts.succeeded + counts.missing, operation=operation)
@@ -159,6 +162,8 @@ def record_metrics(report: BulkReport) -> None:
     sync = report.sync
     if sync is not None:
         _metrics.incr("records_unchanged", counts.unchanged, operation=operation)
+        if sync.drifted is not None:
+            _metrics.incr("records_drifted", sync.drifted, operation=operation)
         if sync.result is not None:
             removal = sync.result.counts
             _metrics.incr("records_removed", removal.succeeded + removal.missing, operation=operation)

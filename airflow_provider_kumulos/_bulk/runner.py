@@ -4,8 +4,8 @@ Records flow: source -> validation (``records.prepare``) -> a bounded pool of wo
 hook (one session, one backoff gate, so a 429 pauses every worker) -> per-record outcome and counts.
 At most ``2 x max_concurrency`` records are held at any time, so memory does not grow with the input.
 Records for the same identifier are sent one after another, in input order, so the last one wins
-even though workers race each other. An optional ``classify`` stage (the sync state's today) marks
-records that need not be sent before they reach a worker.
+even though workers race each other. An optional ``classify`` stage (the sync state's or the
+reconcile's) marks records that need not be sent before they reach a worker.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from airflow_provider_kumulos._bulk.records import MISSING, Failure, Job, SourceRecord, prepare
+from airflow_provider_kumulos._bulk.records import MISSING, UNCHANGED, Failure, Job, SourceRecord, prepare
 from airflow_provider_kumulos._dedupe import DuplicateCounter
 from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos.exceptions import (
@@ -37,8 +37,9 @@ DRY_RUN_EXAMPLES = 3
 TICK = 1.0
 #: Valid records a ``classify`` stage looks at once.
 CLASSIFY_BATCH = 1000
-#: Decides, for a batch of valid jobs, which need not be sent (True: counted as unchanged).
-Classify = Callable[[Sequence[Job]], list[bool]]
+#: Decides, for a batch of valid jobs, which need not be sent: per job the outcome it is counted as
+#: instead (:data:`UNCHANGED`, :data:`MISSING`), or None to send it.
+Classify = Callable[[Sequence[Job]], list[str | None]]
 
 
 @dataclass
@@ -74,16 +75,17 @@ class BulkRunner:
     """Send records through ``send`` on a bounded thread pool, one outcome per record.
 
     ``send=None`` is a dry run: every record is validated and counted as skipped, nothing is sent.
-    ``send(job)`` returns :data:`SUCCEEDED` or :data:`MISSING`, or raises a ``KumulosError`` (the
+    ``send(job)`` returns :data:`SUCCEEDED`, :data:`MISSING` or :data:`UNCHANGED`, or raises a ``KumulosError`` (the
     record's failure). Records wait for a free slot before they are read further, so at most
     ``2 x max_concurrency`` are held. A record whose identifier is still in flight is queued behind
     it and sent by the same worker once it finishes: same-identifier records never overlap and keep
     their input order. An auth or configuration error stops the run: records not yet sent are
     counted as skipped and the source is not read further.
 
-    With a ``classify`` stage (a sync state's today), valid records are looked up
-    :data:`CLASSIFY_BATCH` at a time (so up to that many more are held) and those it marks unchanged
-    are counted, not sent; ``settled`` hears the outcome of every record sent.
+    With a ``classify`` stage (a sync state's or a reconcile's), valid records are looked up
+    :data:`CLASSIFY_BATCH` at a time (so up to that many more are held) and those it gives an
+    outcome are counted, not sent; ``settled`` hears the outcome of every record sent; ``drifted``
+    (a reconcile with a state) gives the count the progress lines show.
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class BulkRunner:
         progress: ProgressLogger,
         classify: Classify | None = None,
         settled: Callable[[Job, bool], None] | None = None,
+        drifted: Callable[[], int] | None = None,
     ) -> None:
         self._send = send
+        self._drifted = drifted
         self._classify = classify
         self._settled = settled
         self._with_attributes = with_attributes
@@ -168,16 +172,16 @@ class BulkRunner:
             return None
 
     def _admit_batch(self, batch: list[Job], pool: ThreadPoolExecutor) -> None:
-        """Send the records of ``batch`` that ``classify`` does not mark unchanged."""
+        """Send the records of ``batch`` that ``classify`` gives no outcome; count the others."""
         if not batch or self._classify is None:
             return
-        for job, unchanged in zip(batch, self._classify(batch), strict=True):
+        for job, outcome in zip(batch, self._classify(batch), strict=True):
             if self._stop.is_set():
                 with self._changed:
                     self.counts.skipped += 1
-            elif unchanged:
+            elif outcome is not None:
                 with self._changed:
-                    self.counts.unchanged += 1
+                    self._count(outcome)
                 self._report()
             else:
                 self._admit(job, pool)
@@ -212,7 +216,10 @@ class BulkRunner:
     def _report(self) -> None:
         counts = self.counts
         self._progress.update(
-            counts.done, failed=counts.failed, unchanged=None if self._classify is None else counts.unchanged
+            counts.done,
+            failed=counts.failed,
+            unchanged=None if self._classify is None else counts.unchanged,
+            drifted=None if self._drifted is None else self._drifted(),
         )
 
     # --- worker side --------------------------------------------------------------------------
@@ -247,12 +254,18 @@ class BulkRunner:
                     self._settled(job, False)
             return
         with self._changed:
-            if outcome == MISSING:
-                self.counts.missing += 1
-            else:
-                self.counts.succeeded += 1
+            self._count(outcome)
             if self._settled is not None:
                 self._settled(job, True)
+
+    def _count(self, outcome: str) -> None:
+        """Count a record that did not fail (caller holds the lock)."""
+        if outcome == MISSING:
+            self.counts.missing += 1
+        elif outcome == UNCHANGED:
+            self.counts.unchanged += 1
+        else:
+            self.counts.succeeded += 1
 
     def _next(self, identifier: str) -> Job | None:
         """Release the finished record's slot; hand over the next one queued for ``identifier``."""

@@ -55,6 +55,17 @@ SERVER_SIDE_CURSORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+class SqlRecords(Iterator[SourceRecord]):
+    """The query's rows as records, and its attribute columns (known even when no row came back)."""
+
+    def __init__(self, rows: Iterator[SourceRecord], attribute_columns: list[str]) -> None:
+        self._rows = rows
+        self.attribute_columns = attribute_columns
+
+    def __next__(self) -> SourceRecord:
+        return next(self._rows)
+
+
 def database_hook(conn_id: str, hook_params: Mapping[str, Any] | None = None) -> Any:
     """The common-sql ``DbApiHook`` of connection ``conn_id``, built with ``hook_params`` (keyword
     arguments of its constructor), or an input error naming ``sql_conn_id`` or ``sql_hook_params``."""
@@ -112,7 +123,7 @@ def open_sql_source(
     with_attributes: bool,
     fetch_rows: int = FETCH_ROWS,
     hook_params: Mapping[str, Any] | None = None,
-) -> Iterator[Iterator[SourceRecord]]:
+) -> Iterator[SqlRecords]:
     """Run ``sql`` on ``conn_id`` (its hook built with ``hook_params``) and yield an iterator over its
     rows as records, fetched lazily.
 
@@ -135,7 +146,10 @@ def open_sql_source(
                     "Fix the query (run it in a SQL client first) or its sql_parameters.",
                 ) from None
             columns = _columns(cursor, identifier_column)
-            yield _rows(cursor, first, columns, identifier_column, with_attributes, fetch_rows)
+            yield SqlRecords(
+                _rows(cursor, first, columns, identifier_column, with_attributes, fetch_rows),
+                [name for name in columns if name != identifier_column] if with_attributes else [],
+            )
 
 
 @contextlib.contextmanager

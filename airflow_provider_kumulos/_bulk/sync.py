@@ -21,7 +21,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_kumulos._bulk.records import Remover
     from airflow_provider_kumulos._stats import RequestStats
 
 #: What the ``meta`` table's ``format`` row says, so that any other file is refused clearly.
@@ -261,6 +262,11 @@ class SyncState:
                 yield identifier
             after = rows[-1][0]
 
+    def forget_absent(self) -> None:
+        """Drop the users absent from this run (a reconcile clears them from what Kumulos holds)."""
+        self._flush()
+        self._db.execute("DELETE FROM users WHERE run < ?", (self.run,))
+
     def removal_settled(self, job: Job, ok: bool) -> None:
         """An absent user lost the managed keys (``ok``: dropped from the state) or not (tried next run)."""
         with self._lock:
@@ -339,9 +345,12 @@ def open_state(
 
 @dataclass
 class SyncOutcome:
-    """What a sync state adds to a run: users absent from the source, and what clearing them did."""
+    """What a sync state or a reconcile adds to a run: drifted users, users absent from the source,
+    and what clearing them did."""
 
     remove_absent: bool
+    drifted: int | None = None
+    reconciled: dict[str, Any] | None = None
     absent: int = 0
     refused: KumulosError | None = None
     result: BulkResult | None = None
@@ -349,6 +358,10 @@ class SyncOutcome:
     def summary(self, unchanged: int) -> dict[str, Any]:
         """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
         entries: dict[str, Any] = {"unchanged": unchanged}
+        if self.drifted is not None:
+            entries["drifted"] = self.drifted
+        if self.reconciled is not None:
+            entries["reconciled"] = self.reconciled
         if self.remove_absent:
             counts = self.result.counts if self.result is not None else BulkCounts()
             entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
@@ -356,33 +369,35 @@ class SyncOutcome:
         return entries
 
 
-def removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosError | None:
-    """The error refusing to clear ``absent`` of ``previous`` synced users, if they are too many."""
-    if absent <= max_fraction * previous:
+def removal_guard(absent: int, holders: int, max_fraction: float, base: str) -> KumulosError | None:
+    """The error refusing to clear ``absent`` of ``holders`` users (described by ``base``), if too many."""
+    if absent <= max_fraction * holders:
         return None
     return KumulosInputError(
         "max_removal_fraction",
-        f"{absent:,} of the {previous:,} users the last sync set ({100.0 * absent / previous:.1f}%) are "
-        f"absent from this run's source, more than max_removal_fraction={max_fraction}; none was cleared",
+        f"{absent:,} of {base} ({100.0 * absent / holders:.1f}%) are absent from this run's source, "
+        f"more than max_removal_fraction={max_fraction}; none was cleared",
         "Check the source (a broken query returns too few rows). If the removals are intended, raise "
         "max_removal_fraction (1.0 allows clearing everyone) for this run.",
     )
 
 
 def clear_absent(
-    state: SyncState,
+    absent: Iterable[str],
+    count: int,
     remove: Callable[[Job], str],
-    absent: int,
+    settled: Callable[[Job, bool], None] | None,
     max_concurrency: int,
     logger: logging.Logger | Any,
     request_stats: RequestStats | None,
     progress_interval: float,
 ) -> BulkResult:
-    """Clear every absent user through ``remove``; outcomes go to the state, not to the failures file."""
+    """Clear every absent user through ``remove``; outcomes go to ``settled`` (the state), not to the
+    failures file."""
     progress = ProgressLogger(
         "clear users absent from the source",
         logger=logger,
-        total=absent,
+        total=count,
         interval=progress_interval,
         request_stats=request_stats,
         counts_failures=True,
@@ -393,9 +408,9 @@ def clear_absent(
         max_concurrency=max_concurrency,
         on_failure=lambda failure: None,
         progress=progress,
-        settled=state.removal_settled,
+        settled=settled,
     )
-    result = runner.run(SourceRecord("sync state", identifier) for identifier in state.absent())
+    result = runner.run(SourceRecord("absent from the source", identifier) for identifier in absent)
     counts = result.counts
     progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
     return result
@@ -406,7 +421,8 @@ def finish_sync(
     result: BulkResult,
     *,
     remove_absent: bool,
-    remove: Callable[[Job], str] | None,
+    remove: Remover | None,
+    managed_keys: Iterable[str],
     max_removal_fraction: float,
     max_concurrency: int,
     logger: logging.Logger | Any,
@@ -415,16 +431,24 @@ def finish_sync(
 ) -> SyncOutcome:
     """After the records were sent: count duplicates from the state, then clear absent users if asked.
 
-    Nothing is cleared after a fatal error, nor when the guard refuses; a dry run (``remove=None``)
-    only counts the absent users.
+    The managed keys cleared are the state's and ``managed_keys``. Nothing is cleared after a fatal
+    error, nor when the guard refuses; a dry run (``remove=None``) only counts the absent users.
     """
     result.counts.duplicates = state.duplicates
     sync = SyncOutcome(remove_absent)
     if remove_absent and result.fatal is None:
         sync.absent = state.absent_count()
-        sync.refused = removal_guard(sync.absent, state.previous, max_removal_fraction)
+        base = f"the {state.previous:,} users the last sync set"
+        sync.refused = removal_guard(sync.absent, state.previous, max_removal_fraction, base)
         if sync.refused is None and remove is not None and sync.absent:
             sync.result = clear_absent(
-                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
+                state.absent(),
+                sync.absent,
+                remove(frozenset(managed_keys) | state.keys),
+                state.removal_settled,
+                max_concurrency,
+                logger,
+                request_stats,
+                progress_interval,
             )
     return sync

@@ -381,6 +381,161 @@ _IDENTIFIER_READERS: dict[str, Callable[[IO[bytes]], Iterator[str]]] = {
 }
 
 
+# --- Reading attributes back ---------------------------------------------------------------------------------
+#
+# What an export holds of each user's attributes, for comparing with what a sync would send. JSON
+# Lines, JSON and parquet keep the attribute object as exact JSON text; csv keeps cells (strings as
+# they are, other values as JSON), so it cannot tell "1" from 1 nor null from an absent key.
+
+#: Attributes as stored: the object's JSON text, the csv cells by key (empty cells left out), or None.
+StoredAttributes = bytes | dict[str, str] | None
+
+
+@functools.cache
+def _attributes_decoder() -> Any:
+    """Decoder of one user that keeps its identifier and its attributes as raw JSON."""
+    import msgspec
+
+    fields = [("identifier", str), ("attributes", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET)]
+    return msgspec.json.Decoder(msgspec.defstruct("Stored", fields))  # type: ignore[arg-type]
+
+
+def _not_readable(parameter: str, problem: str) -> Exception:
+    from airflow_provider_kumulos.exceptions import KumulosInputError
+
+    return KumulosInputError(
+        parameter,
+        problem,
+        "Point it at a file ExportUsersOperator wrote with the attributes field (or at the _manifest.json "
+        "of a partitioned export).",
+    )
+
+
+def _json_attributes(lines: Iterable[bytes], parameter: str) -> Iterator[tuple[str, StoredAttributes]]:
+    import msgspec
+
+    decoder = _attributes_decoder()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            user = decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise _not_readable(
+                parameter, f"user {number} is not a JSON object with a string identifier ({exc})"
+            ) from None
+        if user.attributes is msgspec.UNSET:
+            raise _not_readable(parameter, f"user {number} ({user.identifier!r}) has no attributes key")
+        yield user.identifier, None if bytes(user.attributes) == b"null" else bytes(user.attributes)
+
+
+def _jsonl_attributes(stream: IO[bytes], parameter: str) -> Iterator[tuple[str, StoredAttributes]]:
+    return _json_attributes(stream, parameter)
+
+
+def _json_array_attributes(stream: IO[bytes], parameter: str) -> Iterator[tuple[str, StoredAttributes]]:
+    return _json_attributes(_user_lines(stream), parameter)
+
+
+def _csv_attributes(stream: IO[bytes], parameter: str) -> Iterator[tuple[str, StoredAttributes]]:
+    import msgspec
+
+    rows = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
+    header = next(rows, None) or []
+    if not header or header[0] != "identifier" or EXTRA_ATTRIBUTES not in header:
+        raise _not_readable(
+            parameter, f"its csv header {header[:6]} has no identifier and {EXTRA_ATTRIBUTES} columns"
+        )
+    columns = [
+        (index, name[len(ATTRIBUTE_PREFIX) :])
+        for index, name in enumerate(header)
+        if name.startswith(ATTRIBUTE_PREFIX)
+    ]
+    extra = header.index(EXTRA_ATTRIBUTES)
+    for number, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise _not_readable(
+                parameter, f"csv line {number} has {len(row)} cells, the header {len(header)}"
+            )
+        cells = {key: row[index] for index, key in columns if row[index]}
+        if row[extra]:
+            try:
+                extras = msgspec.json.decode(row[extra])
+            except msgspec.DecodeError:
+                raise _not_readable(
+                    parameter, f"csv line {number} has an {EXTRA_ATTRIBUTES} that is not JSON"
+                ) from None
+            if not isinstance(extras, dict):
+                raise _not_readable(
+                    parameter, f"csv line {number} has an {EXTRA_ATTRIBUTES} that is not an object"
+                )
+            cells.update((key, cell(value)) for key, value in extras.items() if cell(value))
+        yield row[0], cells
+
+
+def _parquet_attributes(stream: IO[bytes], parameter: str) -> Iterator[tuple[str, StoredAttributes]]:
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(stream)
+    names = file.schema_arrow.names
+    if "identifier" not in names or "attributes" not in names:
+        raise _not_readable(parameter, f"its parquet columns {names} lack identifier or attributes")
+    for batch in file.iter_batches(columns=["identifier", "attributes"]):
+        for identifier, attributes in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+            yield identifier, None if attributes is None else attributes.encode("utf-8")
+
+
+_ATTRIBUTE_READERS: dict[str, Callable[[IO[bytes], str], Iterator[tuple[str, StoredAttributes]]]] = {
+    "jsonl": _jsonl_attributes,
+    "json": _json_array_attributes,
+    "csv": _csv_attributes,
+    "parquet": _parquet_attributes,
+}
+
+#: Formats whose attributes come back as exact JSON (csv gives cells).
+EXACT_ATTRIBUTES = frozenset({"jsonl", "json", "parquet"})
+
+
+def sniff_format(path: ObjectStoragePath, parameter: str) -> tuple[str, str | None]:
+    """``(format, compression)`` of an export file, from its first bytes (a file may have any name)."""
+    try:
+        with path.fs.open(path.path, "rb") as raw:
+            compression = "gzip" if raw.read(2) == b"\x1f\x8b" else None
+        with open_decompressed(path, compression) as stream:
+            head = stream.read(4096)
+    except (EOFError, OSError) as exc:  # gzip.BadGzipFile among them
+        raise _not_readable(parameter, f"{path} is not a readable export ({type(exc).__name__})") from None
+    if head[:4] == b"PAR1":
+        return "parquet", compression
+    first = head.lstrip()[:1]
+    if first == b"[":
+        return "json", compression
+    return ("jsonl" if first in (b"{", b"") else "csv"), compression  # an empty export is JSON Lines
+
+
+def read_attributes(
+    path: ObjectStoragePath, fmt: str, compression: str | None, parameter: str
+) -> Iterator[tuple[str, StoredAttributes]]:
+    """Every user's identifier and stored attributes in one export file, in file order.
+
+    A file that is not such an export (no identifier, or written without the attributes field)
+    raises :class:`~airflow_provider_kumulos.exceptions.KumulosInputError` naming ``parameter``.
+    """
+    from airflow_provider_kumulos.exceptions import KumulosInputError
+
+    try:
+        with open_decompressed(path, compression) as stream:
+            yield from _ATTRIBUTE_READERS[fmt](stream, parameter)
+    except KumulosInputError:
+        raise
+    except FileNotFoundError:
+        raise _not_readable(parameter, f"there is no file at {path}") from None
+    except (ValueError, csv.Error, EOFError, OSError) as exc:  # pyarrow's and gzip's errors among them
+        raise _not_readable(
+            parameter, f"{path} is not a readable {fmt} export ({type(exc).__name__})"
+        ) from None
+
+
 @contextlib.contextmanager
 def open_decompressed(path: ObjectStoragePath, compression: str | None) -> Iterator[IO[bytes]]:
     """Read ``path``, decompressed by fsspec as the export wrote it (its name need not say so);

@@ -9,6 +9,7 @@ Everything heavy is imported inside ``execute``, so DAG files that import these 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_provider_kumulos._bulk.records import Job, SourceRecord
+    from airflow_provider_kumulos._bulk.reconcile import Baseline
+    from airflow_provider_kumulos._bulk.records import Job, Remover, SourceRecord
     from airflow_provider_kumulos._bulk.report import BulkReport
     from airflow_provider_kumulos._bulk.sync import SyncState
     from airflow_provider_kumulos.hooks._config import ClientConfig
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 XCOM_RETURN_KEY = "return_value"
 
 Records = tuple[Iterable["SourceRecord"], int | None]
+#: Records, their count when known, and the attribute keys the source declares (a query's columns).
+OpenedRecords = tuple[Iterable["SourceRecord"], int | None, tuple[str, ...]]
 
 
 class _AttributesOperator(BaseOperator):
@@ -79,6 +83,8 @@ class _AttributesOperator(BaseOperator):
     is_dry_run: bool
     hook_params: dict[str, Any]
     progress_interval: float
+    reconcile: bool
+    reconcile_from: Any
 
     def _take_options(self, arguments: Mapping[str, Any]) -> None:
         """Check the operator's options as given (``_bulk.options``) and keep each as an attribute."""
@@ -102,14 +108,27 @@ class _AttributesOperator(BaseOperator):
         """The sync state this run reads and updates, if the operator keeps one."""
         return contextlib.nullcontext()
 
-    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
-        """The call that clears a user absent from the source, if the operator removes them."""
+    def _remover(self, hook: KumulosCRMHook) -> Remover | None:
+        """Makes the call that clears the managed keys of a user absent from the source, if the
+        operator removes them."""
         return None
+
+    def _missing_ok(self) -> bool:
+        """Whether a user Kumulos does not list counts as done without a request (deletes)."""
+        return False
+
+    def _merge(self) -> bool:
+        """Whether a record only needs its own keys in place (merge), not the whole attribute set."""
+        return False
+
+    def _managed_keys(self) -> tuple[str, ...]:
+        """Attribute keys this run manages beyond those its records carry."""
+        return ()
 
     # --- execution ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _open_records(self) -> Iterator[Records]:
+    def _open_records(self) -> Iterator[OpenedRecords]:
         if self.sql is not None:
             from airflow_provider_kumulos._bulk.sql_source import open_sql_source
 
@@ -140,11 +159,11 @@ class _AttributesOperator(BaseOperator):
                 hook_params=hook_params,
                 identifier_column=self.identifier_column,
                 with_attributes=self.with_attributes,
-            ) as records:
-                yield records, None
+            ) as rows:
+                yield rows, None, tuple(rows.attribute_columns)
             return
         if self.source_path is None:
-            yield self._given_records()
+            yield (*self._given_records(), ())
             return
         from airflow_provider_kumulos._bulk.sources import open_source
 
@@ -156,7 +175,23 @@ class _AttributesOperator(BaseOperator):
             attribute_types=self._attribute_types(),
             with_attributes=self.with_attributes,
         ) as records:
-            yield records, None
+            yield records, None, ()
+
+    def _baseline(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[Baseline | None]:
+        """What Kumulos holds, read before any write, when reconciling."""
+        if not self.reconcile and self.reconcile_from is None:
+            return contextlib.nullcontext()
+        from airflow_provider_kumulos._bulk.reconcile import open_baseline
+        from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
+
+        return open_baseline(
+            hook,
+            self.reconcile_from,
+            merge=self._merge(),
+            ahead=min(self.max_concurrency, MAX_AHEAD),
+            logger=self.log,
+            progress_interval=self.progress_interval,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Check every argument, run the records through the bulk runner, return (and push) the summary.
@@ -168,7 +203,7 @@ class _AttributesOperator(BaseOperator):
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
         failures_path = check_failures_path(self.failures_path)
-        with self._open_records() as (records, total):
+        with self._open_records() as (records, total, source_keys):
             hook = KumulosCRMHook(
                 self.kumulos_conn_id,
                 pool_size=self.max_concurrency,
@@ -176,8 +211,8 @@ class _AttributesOperator(BaseOperator):
                 **self.hook_params,
             )
             try:
-                with self._sync_state(hook) as state:
-                    report = self._run(records, total, hook, state, failures_path)
+                with self._sync_state(hook) as state, self._baseline(hook) as baseline:
+                    report = self._run(records, total, hook, state, baseline, source_keys, failures_path)
             finally:
                 hook.close()
         counts = report.result.counts
@@ -196,12 +231,16 @@ class _AttributesOperator(BaseOperator):
         total: int | None,
         hook: KumulosCRMHook,
         state: SyncState | None,
+        baseline: Baseline | None,
+        source_keys: tuple[str, ...],
         failures_path: ObjectStoragePath | None,
     ) -> BulkReport:
-        """Hand the records, the calls to make and the sync state (if any) to the bulk runner."""
+        """Hand the records, the calls to make, the sync state and what Kumulos holds (if any) to the runner."""
+        from airflow_provider_kumulos._bulk.reconcile import Reconciler
         from airflow_provider_kumulos._bulk.run import run_bulk
 
         live = not self.is_dry_run
+        reconciler = None if baseline is None else Reconciler(baseline, state, missing_ok=self._missing_ok())
         return run_bulk(
             records,
             self._sender(hook) if live else None,
@@ -215,8 +254,10 @@ class _AttributesOperator(BaseOperator):
             request_stats=hook.stats if live else None,
             progress_interval=self.progress_interval,
             state=state,
+            reconciler=reconciler,
             remove_absent=self.remove_absent,
-            remove=self._remover(hook, state) if live and state is not None else None,
+            remove=self._remover(hook) if live else None,
+            managed_keys=(*source_keys, *self._managed_keys()),
             max_removal_fraction=self.max_removal_fraction,
         )
 
@@ -235,7 +276,9 @@ class SetAttributesOperator(_AttributesOperator):
     Give exactly one of: ``user_id`` with ``attributes``, ``records``, ``source_path``, or ``sql``.
     Each PUT replaces the user's attribute set (creating the user if missing). Returns a summary
     (counts, first errors, never attribute values); fails when more than ``max_failures`` records
-    failed, after writing them to ``failures_path``. See docs/attributes.md.
+    failed, after writing them to ``failures_path``. With ``reconcile=True`` (or ``reconcile_from``)
+    the run first reads what Kumulos holds and sends only the records that differ from it, which
+    also corrects what the mobile app overwrote. See docs/attributes.md.
 
     :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
     :param user_id: one user's identifier; goes with ``attributes``. Templated.
@@ -260,9 +303,16 @@ class SetAttributesOperator(_AttributesOperator):
     :param failures_path: JSONL file (``.jsonl`` or ``.jsonl.gz``) receiving the failed records, which
         can be passed back as ``source_path``. Templated.
     :param dry_run: validate every record and report what would be sent; send nothing.
+    :param reconcile: read what Kumulos holds first (the users listing) and send only the records that
+        differ from it; with ``sync_state_path`` too, count the ``drifted`` ones.
+    :param reconcile_from: compare with an export ``ExportUsersOperator`` wrote (its file or its
+        ``_manifest.json``) instead of the listing; implies ``reconcile``. Templated.
     :param sync_state_path: file keeping what the last sync sent: only changed records are sent. Templated.
     :param full_refresh: with ``sync_state_path``: send every record and rewrite the state.
-    :param remove_absent: with ``sync_state_path``: users that left the source lose the keys this sync manages.
+    :param remove_absent: with ``sync_state_path`` or a reconcile: users that left the source lose the
+        keys this sync manages.
+    :param managed_keys: with ``remove_absent``: more attribute keys this sync manages besides its
+        source's.
     :param max_removal_fraction: ``remove_absent`` refuses when more than this share (0 to 1) of the
         synced users would be cleared.
     :param hook_params: arguments for the Kumulos hook (``timeout``, ``connect_timeout``,
@@ -279,6 +329,7 @@ class SetAttributesOperator(_AttributesOperator):
     merge: bool
     sync_state_path: Any
     full_refresh: bool
+    managed_keys: tuple[str, ...]
     template_fields = templated(SET)
     template_fields_renderers: ClassVar[dict[str, str]] = renderers(SET)
     what = "set attributes"
@@ -305,9 +356,12 @@ class SetAttributesOperator(_AttributesOperator):
         max_failures: int = 0,
         failures_path: Any = None,
         dry_run: bool = False,
+        reconcile: bool = False,
+        reconcile_from: Any = None,
         sync_state_path: Any = None,
         full_refresh: bool = False,
         remove_absent: bool = False,
+        managed_keys: Iterable[str] | None = None,
         max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
         hook_params: Mapping[str, Any] | None = None,
         progress_interval: float = DEFAULT_INTERVAL,
@@ -359,38 +413,26 @@ class SetAttributesOperator(_AttributesOperator):
             save=not self.is_dry_run,
         )
 
-    def _remover(self, hook: KumulosCRMHook, state: SyncState) -> Callable[[Job], str] | None:
+    def _merge(self) -> bool:
+        return self.merge
+
+    def _managed_keys(self) -> tuple[str, ...]:
+        return self.managed_keys
+
+    def _remover(self, hook: KumulosCRMHook) -> Remover | None:
         """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
         if not self.remove_absent:
             return None
-        from airflow_provider_kumulos._bulk.records import MISSING, SUCCEEDED
-        from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-
-        merge = self.merge
-        managed = frozenset(state.keys)
-
-        def remove(job: Job) -> str:
-            try:
-                if merge:
-                    current = hook.get_attributes(job.identifier)
-                    rest = {key: value for key, value in current.items() if key not in managed}
-                    if len(rest) == len(current):
-                        return SUCCEEDED  # nothing of ours left: no write
-                    if rest:
-                        hook.set_attributes(job.identifier, rest)
-                        return SUCCEEDED
-                hook.delete_attributes(job.identifier)
-            except KumulosUserNotFoundError:
-                return MISSING
-            return SUCCEEDED
-
-        return remove
+        return functools.partial(_remove_managed, hook, self.merge)
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
-        from airflow_provider_kumulos._bulk.records import SUCCEEDED
+        """PUT the record; with merge, overlaid on a fresh read (and skipped, reconciling, when it
+        shows Kumulos already holds the record)."""
+        from airflow_provider_kumulos._bulk.reconcile import already_holds
+        from airflow_provider_kumulos._bulk.records import SUCCEEDED, UNCHANGED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
 
-        merge = self.merge
+        merge, reconcile = self.merge, self.reconcile or self.reconcile_from is not None
 
         def send(job: Job) -> str:
             attributes = dict(job.attributes or {})
@@ -399,6 +441,8 @@ class SetAttributesOperator(_AttributesOperator):
                     current = hook.get_attributes(job.identifier)
                 except KumulosUserNotFoundError:
                     current = {}  # PUT creates the user
+                if reconcile and already_holds(current, attributes):
+                    return UNCHANGED
                 attributes = {**current, **attributes}
             hook.set_attributes(job.identifier, attributes)
             return SUCCEEDED
@@ -406,12 +450,36 @@ class SetAttributesOperator(_AttributesOperator):
         return send
 
 
+def _remove_managed(hook: KumulosCRMHook, merge: bool, managed: frozenset[str]) -> Callable[[Job], str]:
+    """The call that clears the ``managed`` keys of one user absent from the source."""
+    from airflow_provider_kumulos._bulk.records import MISSING, SUCCEEDED
+    from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
+
+    def remove(job: Job) -> str:
+        try:
+            if merge:
+                current = hook.get_attributes(job.identifier)
+                rest = {key: value for key, value in current.items() if key not in managed}
+                if len(rest) == len(current):
+                    return SUCCEEDED  # nothing of ours left: no write
+                if rest:
+                    hook.set_attributes(job.identifier, rest)
+                    return SUCCEEDED
+            hook.delete_attributes(job.identifier)
+        except KumulosUserNotFoundError:
+            return MISSING
+        return SUCCEEDED
+
+    return remove
+
+
 class DeleteAttributesOperator(_AttributesOperator):
     """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
     Give exactly one of ``user_id``, ``user_ids``, ``source_path`` or ``sql``. Kumulos answers 400 for
     a user that does not exist; with ``missing_ok`` that counts as done, so re-running a delete is
-    harmless. Returns a summary as :class:`SetAttributesOperator` does.
+    harmless. With ``reconcile=True`` (or ``reconcile_from``) users who hold no attributes or whom
+    Kumulos does not list get no request. Returns a summary as :class:`SetAttributesOperator` does.
 
     :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
     :param user_id: one user's identifier. Templated.
@@ -430,6 +498,9 @@ class DeleteAttributesOperator(_AttributesOperator):
     :param max_failures: the task fails when more records than this failed.
     :param failures_path: JSONL file receiving the failed identifiers. Templated.
     :param dry_run: validate every identifier and report what would be sent; send nothing.
+    :param reconcile: read what Kumulos holds first: users who hold no attributes (``unchanged``) or
+        whom it does not list (``missing``, with ``missing_ok``) get no request.
+    :param reconcile_from: an export to read that from instead of the listing; implies ``reconcile``. Templated.
     :param identifier_column: the identifier's key (JSONL) or column (CSV, SQL).
     :param hook_params: arguments for the Kumulos hook, as for :class:`SetAttributesOperator`.
     :param progress_interval: seconds between progress lines in the task log (default 10).
@@ -463,12 +534,17 @@ class DeleteAttributesOperator(_AttributesOperator):
         max_failures: int = 0,
         failures_path: Any = None,
         dry_run: bool = False,
+        reconcile: bool = False,
+        reconcile_from: Any = None,
         hook_params: Mapping[str, Any] | None = None,
         progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._take_options(locals())  # the parameters, read by name from the list of options
+
+    def _missing_ok(self) -> bool:
+        return self.missing_ok
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy

@@ -49,6 +49,10 @@ class EmulatorControl(Protocol):
 
     def set_attributes(self, identifier: str, attributes: dict[str, Any]) -> None: ...
 
+    def associate(self, identifier: str, attributes: Mapping[str, Any]) -> None: ...
+
+    def associate_share(self, share: float, attributes: Mapping[str, Any], seed: int = 0) -> list[str]: ...
+
     def reset(self, users: int | None = None, seed: int | None = None) -> None: ...
 
     def script_faults(
@@ -180,6 +184,28 @@ def _set_attributes(emulator: EmulatorControl, request: Request, ids: list[str])
     return Response.json(201 if created else 200, emulator.get_user(ids[0]))
 
 
+def _associate(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
+    body = _body(request)
+    unknown = set(body) - {"identifier", "share", "seed", "attributes"}
+    if unknown or "attributes" not in body or ("identifier" in body) == ("share" in body):
+        raise ValueError(
+            "expected `attributes` with either `identifier` or `share` (and optionally `seed`), "
+            f"got keys {sorted(body)}"
+        )
+    if "identifier" in body:
+        identifier = body["identifier"]
+        if not isinstance(identifier, str) or not identifier or "seed" in body:
+            raise ValueError("'identifier' must be a non-empty string, without 'seed'")
+        emulator.associate(identifier, body["attributes"])
+        return Response.json(200, {"identifiers": [identifier]})
+    seed = body.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be a whole number, got {seed!r}")
+    return Response.json(
+        200, {"identifiers": emulator.associate_share(body["share"], body["attributes"], seed=seed)}
+    )
+
+
 def _list_requests(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     return Response.json(200, {"requests": [entry.to_dict() for entry in emulator.requests]})
 
@@ -230,6 +256,16 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
         "replaces the user's attributes: 200 the user; 201 the new user when it did not exist "
         "(like the API's PUT)",
         _set_attributes,
+    ),
+    AdminRoute(
+        "POST",
+        "/associate",
+        '`{"identifier": "...", "attributes": {...}}`, or `{"share": 0.01, "seed": 7, "attributes": {...}}` '
+        "for a seeded random share of the users",
+        '200 `{"identifiers": [...]}` overwritten: plays the app, whose SDK call '
+        "`associateUserWithInstall()` replaces a user's attributes (creating the user if missing); "
+        "not an API request, so neither logged nor counted",
+        _associate,
     ),
     AdminRoute(
         "GET",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -45,6 +45,13 @@ def new_user(identifier: str, attributes: dict[str, Any]) -> dict[str, Any]:
         "updatedAt": now,
         "installs": [],
     }
+
+
+def attribute_object(attributes: Any) -> dict[str, Any]:
+    """``attributes`` as a plain dict; TypeError unless it is a mapping with string keys."""
+    if not isinstance(attributes, Mapping) or not all(isinstance(key, str) for key in attributes):
+        raise TypeError(f"attributes must be an object with string keys, got {type(attributes).__name__}")
+    return dict(attributes)
 
 
 @dataclass
@@ -180,6 +187,29 @@ class UserStore:
                 self._overrides[identifier] = user
                 self._changed()
             return user
+
+    def associate_share(
+        self,
+        share: float,
+        seed: int,
+        attributes: Mapping[str, Any] | Callable[[str, dict[str, Any]], Mapping[str, Any]],
+    ) -> list[str]:
+        """Replace the attribute sets of a seeded random ``share`` of the users, as the app does;
+        ``attributes`` is the new set, or makes it from the identifier and the current set.
+        Returns the identifiers written, in paging order."""
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ValueError(f"share must be a number from 0 to 1, got {share!r}")
+        with self._lock:
+            picked = random.Random(seed).sample(range(len(self._order)), round(share * len(self._order)))
+            identifiers = [self._identifier(self._order[position]) for position in sorted(picked)]
+            for identifier in identifiers:
+                new = (
+                    attributes(identifier, self.get_attributes(identifier) or {})
+                    if callable(attributes)
+                    else attributes
+                )
+                self.put_attributes(identifier, attribute_object(new))
+        return identifiers
 
     def delete_attributes(self, identifier: str) -> bool:
         """Clear the attribute set; False when the user does not exist or its attribute set was

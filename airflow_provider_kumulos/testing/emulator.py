@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -41,7 +41,7 @@ from airflow_provider_kumulos.testing._emulator_data import REFERENCE_DATE
 from airflow_provider_kumulos.testing._emulator_faults import Fault, FaultPlan, FaultRates
 from airflow_provider_kumulos.testing._emulator_http import EmulatorHTTPServer, Request, Response
 from airflow_provider_kumulos.testing._emulator_log import RecordedRequest, RequestLog
-from airflow_provider_kumulos.testing._emulator_store import UserStore
+from airflow_provider_kumulos.testing._emulator_store import UserStore, attribute_object
 from airflow_provider_kumulos.testing._emulator_tls import make_self_signed_cert, server_context
 
 __all__ = [
@@ -249,6 +249,22 @@ class KumulosEmulator:
     def set_attributes(self, identifier: str, attributes: dict[str, Any]) -> None:
         """Replace a user's attributes, creating the user if missing (like PUT)."""
         self._store.put_attributes(identifier, attributes)
+
+    def associate(self, identifier: str, attributes: Mapping[str, Any]) -> None:
+        """Play the app: what its SDK's ``associateUserWithInstall()`` does, replace the user's
+        attribute set, creating the user if missing. Not an API request: neither logged nor counted."""
+        self._store.put_attributes(identifier, attribute_object(attributes))
+
+    def associate_share(
+        self,
+        share: float,
+        attributes: Mapping[str, Any] | Callable[[str, dict[str, Any]], Mapping[str, Any]],
+        seed: int = 0,
+    ) -> list[str]:
+        """Play the app for a random ``share`` (0 to 1, seeded) of the users: :meth:`associate` each
+        with ``attributes``, or with what ``attributes(identifier, current_attributes)`` returns.
+        Returns the identifiers overwritten, in paging order."""
+        return self._store.associate_share(share, seed, attributes)
 
     def get_attributes(self, identifier: str) -> dict[str, Any] | None:
         """A user's attributes, or None when the user does not exist."""

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from e2e_emulator import EmulatorAdmin
+from e2e_leaks import person
 from e2e_procs import DeploymentError, wait_for
 from e2e_rest import AirflowAPI, TaskRun
 from e2e_storage import ObjectReader
@@ -75,6 +76,8 @@ class Checks:
         self.reader = reader
         self.figures = figures
         self.check_alive = check_alive
+        #: The latest successful run of each DAG, for later phases that look at it again.
+        self.latest: dict[str, RunResult] = {}
 
     def run_dag(self, dag_id: str, conf: dict[str, Any] | None = None) -> RunResult:
         """Trigger ``dag_id`` through the API and wait for it to succeed."""
@@ -99,7 +102,9 @@ class Checks:
         if state != "success":
             listing = ", ".join(f"{task.label}={task.state}" for task in tasks)
             raise DeploymentError(f"{dag_id} run {run_id} ended {state}: {listing}")
-        return RunResult(dag_id, run_id, time.monotonic() - started, tasks)
+        result = RunResult(dag_id, run_id, time.monotonic() - started, tasks)
+        self.latest[dag_id] = result
+        return result
 
     def covers_every_user_once(self, paths: list[str]) -> int:
         """The JSON Lines files at ``paths`` hold each emulator user exactly once; returns the count."""
@@ -201,7 +206,8 @@ class Checks:
             states.get("wait_for_user") == "deferred",
             f"sensor left deferred before the user existed: {states}",
         )
-        self.emulator.add_user(user_id, {"source": "e2e"})
+        attributes = {"source": "e2e", **person()}
+        self.emulator.add_user(user_id, attributes)
         created, created_at = time.monotonic(), datetime.now(timezone.utc)
         result = self.finish("kumulos_onboarding", run_id, started)
         sensor_end = next(task.end for task in result.tasks if task.task_id == "wait_for_user")
@@ -213,7 +219,7 @@ class Checks:
         put = json.loads(writes[0][2]) if writes and writes[0][0] == "PUT" else {}
         _require(
             [(method, status) for method, status, _ in writes] == [("PUT", 200), ("DELETE", 204)]
-            and put == {"source": "e2e", "onboarding_stage": "welcome", "onboarding_run": run_id},
+            and put == {**attributes, "onboarding_stage": "welcome", "onboarding_run": run_id},
             f"expected a merged PUT then a DELETE for {user_id}, got {writes}",
         )
         self.figures.add("onboarding: run", f"{result.seconds:.1f}s from trigger to success")
@@ -251,8 +257,9 @@ class Checks:
     def segment_refresh(self) -> None:
         """The scheduled run sets the segment attributes on every user and keeps the app's attributes
         (merge). Then one user starts using the web app; a rerun triggered through the API must send
-        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the sync
-        state), and leave every user consistent again."""
+        only that user and those whose ``activity`` changed between the two runs' ``as_of`` (the others
+        already hold their segments in the export it reconciles against; none drifted), and leave
+        every user consistent again."""
         before = {identifier: self._attributes(identifier) for identifier in self.emulator.user_ids()}
         _require(
             not any(key in attributes for attributes in before.values() for key in SEGMENT_KEYS),
@@ -265,8 +272,8 @@ class Checks:
             result = start("kumulos_segment_refresh")
             report = self.api.xcom(result.dag_id, result.run_id, "report")
             _require(
-                report["failures"] == 0 and report["removed"] == 0,
-                f"segment refresh reported failures or removals: {report}",
+                report["failures"] == 0 and report["removed"] == 0 and report["drifted"] == 0,
+                f"segment refresh reported failures, removals or drifted users: {report}",
             )
             as_of = datetime.fromisoformat(report["as_of"])
             flipped = self._check_segments(before, as_of, previous)

@@ -6,14 +6,20 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from e2e_leaks import personal_values
 from e2e_procs import DeploymentError
 
 
 class EmulatorAdmin:
-    """Read and change the emulator's users and read its request log over HTTP."""
+    """Read and change the emulator's users and read its request log over HTTP.
+
+    Remembers the personal attribute values of the users it creates (``given``), so the log scan
+    still knows them after a DAG deleted the attributes.
+    """
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
+        self.given: set[str] = set()
         self.client = httpx.Client(
             base_url=f"{base_url.rstrip('/')}/_emulator", timeout=30.0, trust_env=False
         )
@@ -39,7 +45,12 @@ class EmulatorAdmin:
         return user
 
     def add_user(self, identifier: str, attributes: dict[str, Any] | None = None) -> None:
+        self.given |= personal_values(attributes)
         self._json("POST", "/users", json={"identifier": identifier, "attributes": attributes or {}})
+
+    def associate(self, identifier: str, attributes: dict[str, Any]) -> None:
+        """Play the app: replace the user's attribute set as its SDK does (not an API request)."""
+        self._json("POST", "/associate", json={"identifier": identifier, "attributes": attributes})
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/requests")["requests"])

@@ -114,6 +114,10 @@ class AirflowAPI:
         body = self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns", params={"run_type": run_type})
         return [str(run["dag_run_id"]) for run in body["dag_runs"]]
 
+    def run_conf(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The conf the run was triggered with."""
+        return dict(self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}")["conf"] or {})
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self._json("GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}")["state"])
 
@@ -170,12 +174,20 @@ class AirflowAPI:
         return self._json("GET", f"{path}/xcomEntries/{quote(key)}", params={"map_index": map_index})["value"]
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float, check_alive: Any = None) -> str:
-        """Poll until the run is finished; returns ``success`` or ``failed``, raises after ``timeout``."""
+        """Poll until the run is finished; returns ``success`` or ``failed``, raises after ``timeout``.
+
+        A poll the api-server does not answer in time is polled again: its one worker can be busy
+        for longer than the client's timeout (on a loaded machine the first task start of a run
+        took 36 s), while the run itself goes on.
+        """
         deadline = time.monotonic() + timeout
         while True:
             if check_alive is not None:
                 check_alive()
-            state = self.run_state(dag_id, run_id)
+            try:
+                state = self.run_state(dag_id, run_id)
+            except httpx.TimeoutException:
+                state = "unknown (the api-server did not answer in time)"
             if state in TERMINAL_RUN_STATES:
                 return state
             if time.monotonic() >= deadline:

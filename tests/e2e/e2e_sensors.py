@@ -17,6 +17,7 @@ from pathlib import Path
 
 from e2e_checks import Figures
 from e2e_emulator import EmulatorAdmin
+from e2e_leaks import person
 from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
 
@@ -104,7 +105,7 @@ def _burst(
     )
     polls = _misses(emulator, user_ids)
     for identifier in user_ids:
-        emulator.add_user(identifier, {"source": "e2e-burst"})
+        emulator.add_user(identifier, {"source": "e2e-burst", **person("burst")})
     created = time.monotonic()
     state = api.wait_run(DAG_ID, run_id, 300, services.check_alive)
     completed_s = time.monotonic() - created

@@ -1,10 +1,12 @@
-"""Change-only sync from a Postgres warehouse: the same DAG twice, the second run sends only changed rows.
+"""Drift-proof sync from a Postgres warehouse: the same DAG twice, the second run sends only changed
+rows and the users the app overwrote.
 
 A second database on the deployment's PostgreSQL cluster holds ``warehouse_segments`` (one row per
 emulator user, a few hundred). The test DAG ``tests/e2e/dags/kumulos_e2e_warehouse.py`` reads it
-through an Airflow ``postgres`` connection created with the REST API and syncs it with a sync state
-on S3, ``merge`` and ``remove_absent``. Between its two runs a few rows change; the emulator's
-request log must then show requests for exactly those users.
+through an Airflow ``postgres`` connection created with the REST API and syncs it with ``reconcile``
+(the users listing read first), a sync state on S3, ``merge`` and ``remove_absent``. Between its two
+runs a few rows change and the app overwrites a few users; the emulator's request log must then show
+the listing and requests for exactly those users, and the summary the overwritten ones as drifted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ SEGMENTS = ("loyal", "new", "at_risk", "dormant")
 UPDATED = (10, 50, 90, 130, 170)
 DELETED = 200
 TOUCHED = 20
+#: Rows whose users the app overwrites between the runs (its SDK replaces their attribute set): these
+#: lose the warehouse keys, and one more keeps its attributes but with a wrong segment. One user
+#: outside the table is overwritten too and must get no request.
+APP_OVERWRITTEN = (30, 70, 110)
+APP_WRONG_SEGMENT = 150
+APP_ATTRIBUTES = {"appVersion": "3.2.0", "pushOptIn": True}
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
 
 
@@ -156,6 +164,19 @@ class WarehouseSync:
         )
         return {identifiers[index] for index in UPDATED} | {identifiers[DELETED], joining}
 
+    def _app_overwrites(
+        self, identifiers: list[str], outsider: str, before: dict[str, dict[str, Any]]
+    ) -> set[str]:
+        """The app associates a few users again with its own attributes; ``before`` then holds what
+        their other attributes must be. Returns the overwritten users that are in the table."""
+        emulator = self.checks.emulator
+        for identifier in [*(identifiers[index] for index in APP_OVERWRITTEN), outsider]:
+            emulator.associate(identifier, APP_ATTRIBUTES)
+            before[identifier] = dict(APP_ATTRIBUTES)
+        wrong = identifiers[APP_WRONG_SEGMENT]
+        emulator.associate(wrong, {**self._attributes(wrong), "warehouse_segment": "vip"})
+        return {identifiers[index] for index in (*APP_OVERWRITTEN, APP_WRONG_SEGMENT)}
+
     def _sync(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """One run of the DAG: its summary (XCom) and the emulator requests sent while it ran."""
         since = time.time()
@@ -174,9 +195,10 @@ class WarehouseSync:
         emulator = self.checks.emulator
         everyone = sorted(emulator.user_ids())
         _require(
-            len(everyone) > ROWS, f"the warehouse phase needs more than {ROWS} users, got {len(everyone)}"
+            len(everyone) > ROWS + 1,
+            f"the warehouse phase needs more than {ROWS + 1} users, got {len(everyone)}",
         )
-        identifiers, joining = everyone[:ROWS], everyone[ROWS]
+        identifiers, joining, outsider = everyone[:ROWS], everyone[ROWS], everyone[ROWS + 1]
         before = {identifier: self._attributes(identifier) for identifier in everyone}
         _require(
             not any(key in attributes for attributes in before.values() for key in COLUMNS),
@@ -187,24 +209,36 @@ class WarehouseSync:
             f"the DAG {DAG_ID} to be parsed", lambda: self.checks.api.dag(DAG_ID), timeout=180, interval=1.0
         )
         self.checks.api.unpause(DAG_ID)
+        pages = -(-len(everyone) // 1000)
 
         first, first_sent = self._sync()
         _check_summary(first, total=ROWS, succeeded=ROWS, unchanged=0, removed=0)
-        _check_requests(first_sent, {identifier: "set" for identifier in identifiers})
+        _check_requests(first_sent, {identifier: "set" for identifier in identifiers}, pages)
         self._check_users(everyone, before)
 
         changed = self._change(identifiers, joining)
+        overwritten = self._app_overwrites(identifiers, outsider, before)
         second, second_sent = self._sync()
+        corrected = len(changed) - 1 + len(overwritten)
         _check_summary(
-            second, total=ROWS, succeeded=len(changed) - 1, unchanged=ROWS - len(changed) + 1, removed=1
+            second,
+            total=ROWS,
+            succeeded=corrected,
+            unchanged=ROWS - corrected,
+            removed=1,
+            drifted=len(overwritten),
         )
-        expected = {identifier: "set" for identifier in changed} | {identifiers[DELETED]: "removed"}
-        _check_requests(second_sent, expected)
+        expected = {identifier: "set" for identifier in changed | overwritten} | {
+            identifiers[DELETED]: "removed"
+        }
+        _check_requests(second_sent, expected, pages)
         self._check_users(everyone, before)
 
         line = (
             f"{ROWS} rows, first run {len(first_sent)} requests, second run {len(second_sent)} requests "
-            f"for {len(changed)} changed rows ({len(UPDATED)} updated, 1 added, 1 deleted; 1 touched unchanged)"
+            f"for {len(changed)} changed rows ({len(UPDATED)} updated, 1 added, 1 deleted; 1 touched "
+            f"unchanged) and {len(overwritten)} users the app overwrote ({second['drifted']} drifted, "
+            f"corrected; none for the overwritten user outside the table), {pages} listing page(s) each"
         )
         print(f"[e2e] warehouse sync: {line}", flush=True)
         self.checks.figures.add("warehouse sync (Postgres)", line)
@@ -236,11 +270,14 @@ def _check_summary(summary: dict[str, Any], **expected: int) -> None:
     )
 
 
-def _check_requests(sent: list[dict[str, Any]], expected: dict[str, str]) -> None:
-    """Requests only for the expected users: GET + PUT to set (merge), GET + PUT or DELETE to remove."""
+def _check_requests(sent: list[dict[str, Any]], expected: dict[str, str], pages: int) -> None:
+    """``pages`` users listing pages (reconcile), and requests only for the expected users: GET + PUT
+    to set (merge), GET + PUT or DELETE to remove."""
+    listing = sum(1 for entry in sent if entry.get("path") == "/v2/users")
     per_user: dict[str | None, Counter[str]] = {}
     for entry in sent:
-        per_user.setdefault(entry.get("identifier"), Counter())[entry["method"]] += 1
+        if entry.get("path") != "/v2/users":
+            per_user.setdefault(entry.get("identifier"), Counter())[entry["method"]] += 1
     unexpected = sorted(str(identifier) for identifier in set(per_user) - set(expected))
     wrong = [
         (identifier, dict(per_user.get(identifier, {})))
@@ -248,9 +285,10 @@ def _check_requests(sent: list[dict[str, Any]], expected: dict[str, str]) -> Non
         if not _requests_fit(per_user.get(identifier, Counter()), kind)
     ]
     _require(
-        not unexpected and not wrong,
-        f"requests for {len(unexpected)} unexpected users (e.g. {unexpected[:3]}), "
-        f"{len(wrong)} expected users with the wrong requests (e.g. {wrong[:3]})",
+        listing == pages and not unexpected and not wrong,
+        f"{listing} users listing pages (expected {pages}), requests for {len(unexpected)} unexpected "
+        f"users (e.g. {unexpected[:3]}), {len(wrong)} expected users with the wrong requests "
+        f"(e.g. {wrong[:3]})",
     )
 
 

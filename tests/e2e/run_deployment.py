@@ -3,11 +3,14 @@
 Starts PostgreSQL (metadata DB), moto's S3 server, the Kumulos emulator, and Airflow's api-server,
 scheduler (LocalExecutor), dag-processor and triggerer as separate processes; triggers the DAGs
 through the authenticated REST API and checks the results; runs 100 deferred sensors through the
-triggerer at once (``e2e_sensors``); optionally repeats the parallel export on the CeleryExecutor
-with two workers (Redis broker) and then injects production faults (``e2e_chaos``). Everything is
-stopped at the end, however the run ends. Not collected by pytest: run it as
+triggerer at once (``e2e_sensors``); checks the UI in Chromium (``e2e_browser``); optionally
+repeats the parallel export on the CeleryExecutor with two workers (Redis broker) and then injects
+production faults (``e2e_chaos``); finally scans every log for the server key and the users'
+attribute values (``e2e_leaks``). Everything is stopped at the end, however the run ends. Not
+collected by pytest: run it as
 
-    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--chaos 0|1|only] [--users N] [--run-dir DIR]
+    .venv-e2e/bin/python tests/e2e/run_deployment.py [--celery] [--chaos 0|1|only] [--browser 0|1]
+        [--users N] [--run-dir DIR]
 
 (``.ci/e2e.sh`` builds ``.venv-e2e`` and calls this).
 """
@@ -30,9 +33,11 @@ from pathlib import Path
 from types import FrameType
 
 from e2e_airflow import USERNAME, AirflowDeployment
+from e2e_browser import BrowserPhase, TaskPage
 from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
+from e2e_leaks import personal_values, scan_logs
 from e2e_postgres import PostgresCluster
 from e2e_procs import DeploymentError, ServiceGroup, base_env, wait_for
 from e2e_rest import AirflowAPI
@@ -67,6 +72,12 @@ def _parse_args() -> argparse.Namespace:
         choices=("0", "1", "only"),
         default="1",
         help="fault scenarios after the regular checks (needs --celery); 'only' skips the regular checks",
+    )
+    parser.add_argument(
+        "--browser",
+        choices=("0", "1"),
+        default="1",
+        help="check Airflow's UI in Chromium after the regular checks (default 1)",
     )
     parser.add_argument(
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
@@ -149,19 +160,37 @@ def _check_authentication(api: AirflowAPI) -> None:
     api.login()
 
 
-def _scan_for_secret(secret: str, *folders: Path) -> None:
-    """The server key must not appear in any log the deployment wrote.
+def _personal_values(emulator: EmulatorAdmin, server_key: str) -> set[str]:
+    """The names and e-mails of every user the emulator holds now, and of those the test created
+    (whose attributes a DAG may have deleted since)."""
+    held = emulator.attributes_by_user(API_KEY, server_key).values()
+    return emulator.given.union(*(personal_values(attributes) for attributes in held))
 
-    The emulator's own log is left out: it is given the key and prints a connection holding it.
-    """
-    leaks = [
-        str(path)
-        for folder in folders
-        for path in folder.rglob("*")
-        if path.is_file() and path.name != "kumulos-emulator.log" and secret.encode() in path.read_bytes()
+
+def _check_ui(
+    api: AirflowAPI, deployment: AirflowDeployment, checks: Checks, forbidden: set[str], log_dir: Path
+) -> str | None:
+    """The browser phase on the latest export and onboarding runs; returns its failures, if any."""
+    from airflow_provider_kumulos import get_provider_info
+
+    info = get_provider_info()
+    connection_type = next(item for item in info["connection-types"] if item["connection-type"] == "kumulos")
+    export = checks.latest["kumulos_export_users"].run_id
+    summary = api.xcom("kumulos_export_users", export, "export_users")
+    onboarding = checks.latest["kumulos_onboarding"].run_id
+    user_id = str(api.run_conf("kumulos_onboarding", onboarding)["user_id"])
+    tasks = [
+        TaskPage(
+            "kumulos_export_users",
+            export,
+            "export_users",
+            {"kumulos_conn_id": "kumulos_default", "output_path": summary["path"]},
+            ("Kumulos export finished: users written",),
+        ),
+        TaskPage("kumulos_onboarding", onboarding, "wait_for_user", {"user_id": user_id}, (user_id,)),
     ]
-    if leaks:
-        raise DeploymentError(f"the server key appears in {len(leaks)} log files, e.g. {leaks[:3]}")
+    phase = BrowserPhase(deployment.base_url, USERNAME, deployment.password, log_dir / "browser", forbidden)
+    return phase.run(connection_type, info["integrations"][0]["external-doc-url"], tasks, checks.figures)
 
 
 def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, figures: Figures) -> None:
@@ -203,7 +232,7 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 _wait_for_dags(api, services)
             checks = Checks(api, emulator, reader, figures, services.check_alive)
             regular = args.chaos != "only"
-            blocked = None
+            blocked = ui_failures = None
             if regular:
                 with clock.phase("kumulos_export_users"):
                     checks.export_users()
@@ -215,6 +244,10 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                     checks.segment_refresh()
                 with clock.phase("kumulos_e2e_warehouse (Postgres, change-only sync)"):
                     WarehouseSync(checks, postgres).run()
+                if args.browser == "1":
+                    with clock.phase("browser: Airflow's UI in Chromium"):
+                        forbidden = _personal_values(emulator, server_key) | {server_key}
+                        ui_failures = _check_ui(api, deployment, checks, forbidden, services.log_dir)
                 with clock.phase("100 deferred sensors in the triggerer"):
                     blocked = sensor_burst(
                         api, emulator, services, services.log_dir / "triggerer.log", figures
@@ -231,9 +264,16 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                 run_all(
                     Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
                 )
-            _scan_for_secret(server_key, deployment.home / "logs", services.log_dir)
-            if blocked:
-                raise DeploymentError(blocked)
+            with clock.phase("scan the logs for the server key and attribute values"):
+                personal = _personal_values(emulator, server_key)
+                leaks = scan_logs(server_key, personal, deployment.home / "logs", services.log_dir)
+            if not leaks:
+                figures.add(
+                    "log scan", f"no server key, none of {len(personal)} names and e-mails in any log"
+                )
+            failures = [failure for failure in (blocked, ui_failures, leaks) if failure]
+            if failures:
+                raise DeploymentError("; ".join(failures))
         finally:
             api.close()
             emulator.close()

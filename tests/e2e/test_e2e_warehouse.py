@@ -11,14 +11,19 @@ import pytest
 from e2e_procs import DeploymentError
 from e2e_warehouse import DAG_ID, TEST_DAGS, _as_attribute, _check_requests, _check_summary
 
+LISTING = {"identifier": None, "method": "GET", "path": "/v2/users"}
+
 
 def _sent(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
-    return [{"identifier": identifier, "method": method} for identifier, method in pairs]
+    return [
+        {"identifier": identifier, "method": method, "path": f"/v1/users/{identifier}/attributes"}
+        for identifier, method in pairs
+    ]
 
 
 def test_requests_for_exactly_the_expected_users_pass() -> None:
     sent = _sent(("a", "GET"), ("b", "GET"), ("a", "PUT"), ("b", "DELETE"), ("c", "GET"), ("c", "PUT"))
-    _check_requests(sent, {"a": "set", "b": "removed", "c": "removed"})
+    _check_requests([LISTING, *sent], {"a": "set", "b": "removed", "c": "removed"}, pages=1)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +36,7 @@ def test_requests_for_exactly_the_expected_users_pass() -> None:
         (_sent(("a", "GET")), {"a": "removed"}),  # a removal that wrote nothing
         (_sent(), {"a": "set"}),  # a changed user not sent
         (
-            [*_sent(("a", "GET"), ("a", "PUT")), {"identifier": None, "method": "GET"}],
+            [*_sent(("a", "GET"), ("a", "PUT")), {"identifier": None, "method": "GET", "path": "/v2/other"}],
             {"a": "set"},
         ),  # no user
     ],
@@ -40,7 +45,14 @@ def test_requests_beyond_or_short_of_the_changed_users_fail(
     sent: list[dict[str, Any]], expected: dict[str, str]
 ) -> None:
     with pytest.raises(DeploymentError, match="requests for"):
-        _check_requests(sent, expected)
+        _check_requests([LISTING, *sent], expected, pages=1)
+
+
+@pytest.mark.parametrize("listed", [0, 2])
+def test_listing_pages_other_than_expected_fail(listed: int) -> None:
+    sent = [*[LISTING] * listed, *_sent(("a", "GET"), ("a", "PUT"))]
+    with pytest.raises(DeploymentError, match=f"{listed} users listing pages \\(expected 1\\)"):
+        _check_requests(sent, {"a": "set"}, pages=1)
 
 
 def test_postgres_values_map_as_the_sql_source_sends_them() -> None:
@@ -70,5 +82,10 @@ def test_the_warehouse_dag_parses_with_its_postgres_source(airflow_home: Any) ->
 
     assert bag.import_errors == {}
     task = bag.dags[DAG_ID].get_task("sync_segments")
-    assert (task.sql_conn_id, task.merge, task.remove_absent) == ("kumulos_e2e_warehouse", True, True)
+    assert (task.sql_conn_id, task.reconcile, task.merge, task.remove_absent) == (
+        "kumulos_e2e_warehouse",
+        True,
+        True,
+        True,
+    )
     assert "{{" in task.sync_state_path

@@ -39,15 +39,22 @@ def emulator(connect: Callable[..., KumulosEmulator]) -> KumulosEmulator:
 
 @pytest.fixture
 def appear_later(emulator: KumulosEmulator) -> Iterator[Callable[..., None]]:
-    """``appear_later(user_id, attributes, delay=0.5)``: create the user ``delay`` seconds after the
-    first request that looked for it, from another thread (as the app would)."""
-    threads: list[threading.Thread] = []
+    """``appear_later(user_id, attributes, delay=0.5, after=1)``: create the user ``delay`` seconds
+    after the ``after``-th request that looked for it, from another thread (as the app would).
 
-    def schedule(user_id: str, attributes: dict[str, Any], delay: float = 0.5) -> None:
+    Counting lookups rather than seconds keeps "found only after N misses" true on a loaded machine."""
+    threads: list[threading.Thread] = []
+    finished = threading.Event()
+
+    def schedule(user_id: str, attributes: dict[str, Any], delay: float = 0.5, after: int = 1) -> None:
+        def lookups() -> int:
+            return sum(r.identifier == user_id for r in emulator.requests)
+
         def run() -> None:
-            deadline = time.monotonic() + 60
-            while not any(r.identifier == user_id for r in emulator.requests) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            # No clock of its own: a DAG run on a loaded machine may take minutes to reach the sensor.
+            while lookups() < after:
+                if finished.wait(0.02):
+                    return
             time.sleep(delay)
             emulator.set_attributes(user_id, attributes)
 
@@ -56,5 +63,6 @@ def appear_later(emulator: KumulosEmulator) -> Iterator[Callable[..., None]]:
         threads.append(thread)
 
     yield schedule
+    finished.set()
     for thread in threads:
-        thread.join(timeout=61)
+        thread.join(timeout=5)

@@ -733,6 +733,90 @@ def test_admin_api(emu: KumulosEmulator, api: requests.Session) -> None:
     assert requests.put(f"{admin}/stats").status_code == 405
 
 
+def test_associate_plays_the_app_replacing_attributes_without_an_api_request(
+    emu: KumulosEmulator, api: requests.Session
+) -> None:
+    first = emu.user_ids()[0]
+    before = emu.get_user(first)
+    assert before is not None and before["attributes"]
+    emu.associate(first, {"pushOptIn": True})
+    after = emu.get_user(first)
+    assert after is not None and after["attributes"] == {"pushOptIn": True}
+    assert after["installs"] == before["installs"]
+    emu.associate("app-only", {"appVersion": "3.2.0"})
+    assert emu.get_attributes("app-only") == {"appVersion": "3.2.0"}
+    assert emu.user_ids()[-1] == "app-only"
+    assert emu.requests == [] and emu.stats()["total"] == 0
+    # The listing serves what the app wrote (no stale cached page).
+    assert page(emu, api, 1, 1)["users"][0]["attributes"] == {"pushOptIn": True}
+    with pytest.raises(TypeError, match="attributes must be an object"):
+        emu.associate(first, ["not", "an", "object"])  # type: ignore[arg-type]
+
+
+def test_associate_share_overwrites_a_seeded_random_share_and_names_them(emu: KumulosEmulator) -> None:
+    before = {user["identifier"]: user["attributes"] for user in emu.users()}
+    written = emu.associate_share(0.1, {"pushOptIn": True}, seed=3)
+    assert len(written) == 12 and len(set(written)) == 12
+    assert written == [ident for ident in emu.user_ids() if ident in written]  # paging order
+    after = {user["identifier"]: user["attributes"] for user in emu.users()}
+    assert {ident for ident in after if after[ident] != before[ident]} <= set(written)
+    assert all(after[ident] == {"pushOptIn": True} for ident in written)
+    assert all(after[ident] == before[ident] for ident in after if ident not in written)
+    assert emu.stats()["total"] == 0
+
+    emu.reset()
+    assert emu.associate_share(0.1, {"pushOptIn": True}, seed=3) == written  # seeded
+    assert emu.associate_share(0.1, {"pushOptIn": True}, seed=4) != written
+    assert emu.associate_share(0, {}, seed=3) == []
+
+
+def test_associate_share_can_make_each_users_attributes(emu: KumulosEmulator) -> None:
+    seen: dict[str, dict[str, Any]] = {}
+
+    def app(identifier: str, current: dict[str, Any]) -> dict[str, Any]:
+        seen[identifier] = current
+        return {**current, "plan": "trial", "by": identifier}
+
+    written = emu.associate_share(0.05, app, seed=1)
+    assert sorted(seen) == sorted(written) and len(written) == 6
+    for identifier in written:
+        assert emu.get_attributes(identifier) == {**seen[identifier], "plan": "trial", "by": identifier}
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half", True, None])
+def test_associate_share_rejects_a_share_outside_zero_to_one(emu: KumulosEmulator, share: Any) -> None:
+    with pytest.raises(ValueError, match="share must be a number from 0 to 1"):
+        emu.associate_share(share, {})
+
+
+def test_associate_over_the_admin_api(emu: KumulosEmulator) -> None:
+    admin = f"{emu.base_url}/_emulator/associate"
+    one = requests.post(admin, json={"identifier": "a/b", "attributes": {"x": 1}})
+    assert (one.status_code, one.json()) == (200, {"identifiers": ["a/b"]})
+    assert emu.get_attributes("a/b") == {"x": 1}
+    share = requests.post(admin, json={"share": 0.25, "seed": 7, "attributes": {"y": 2}})
+    assert share.status_code == 200
+    written = share.json()["identifiers"]
+    assert len(written) == round(0.25 * 121)
+    assert all(emu.get_attributes(identifier) == {"y": 2} for identifier in written)
+    for bad in (
+        {"attributes": {}},
+        {"identifier": "a", "share": 0.1, "attributes": {}},
+        {"identifier": "a"},
+        {"identifier": "", "attributes": {}},
+        {"identifier": "a", "seed": 1, "attributes": {}},
+        {"share": 2, "attributes": {}},
+        {"share": 0.1, "seed": "x", "attributes": {}},
+        {"share": 0.1, "attributes": [1]},
+        {"share": 0.1, "attributes": {}, "extra": 1},
+    ):
+        answer = requests.post(admin, json=bad)
+        assert answer.status_code == 422, bad
+        assert answer.json()["errors"]["body"], bad
+    assert requests.get(admin).status_code == 405
+    assert emu.stats()["total"] == 0
+
+
 # -- process, TLS, concurrency, pytest plugin --------------------------------------------------
 
 

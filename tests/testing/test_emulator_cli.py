@@ -156,7 +156,8 @@ def test_every_admin_route_answers_its_method(emu: KumulosEmulator) -> None:
     first = emu.user_ids()[0]
     for route in ADMIN_ROUTES:
         path = route.path.replace("{id}", first)
-        body = {"identifier": "new-one"} if route.path == "/users" else {}
+        bodies = {"/users": {"identifier": "new-one"}, "/associate": {"share": 0.1, "attributes": {}}}
+        body = bodies.get(route.path, {})
         answer = requests.request(route.method, f"{emu.admin_url}{path}", json=body, timeout=5)
         assert answer.status_code in (200, 201, 204), (route.method, route.path, answer.text)
 

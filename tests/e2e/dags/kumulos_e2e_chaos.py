@@ -80,11 +80,15 @@ def kumulos_e2e_export_outage() -> None:
     tags=["kumulos", "e2e"],
 )
 def kumulos_e2e_bulk_worker_lost() -> None:
-    """A bulk attribute write from a JSONL file, whose Celery worker is killed while it runs."""
+    """A bulk attribute write from a JSONL file, whose Celery worker is killed while it runs.
+
+    ``reconcile=True``: each try first reads what Kumulos holds, so the retry skips the users the
+    killed try already wrote."""
     SetAttributesOperator(
         task_id="set_attributes",
         source_path="{{ params.source }}",
         failures_path="{{ params.failures }}",
+        reconcile=True,
         max_concurrency=4,
         retries=2,
         retry_delay=timedelta(seconds=2),
