@@ -18,6 +18,10 @@ CONSTRAINTS := $(wildcard .ci/constraints/airflow-$(AIRFLOW_VERSION).txt)
 # ones an old release is pinned to, and linting does not depend on the Airflow version anyway.
 EXTRAS := $(if $(filter $(AIRFLOW_NEWEST),$(AIRFLOW_VERSION)),dev,test)
 INSTALL_ARGS := -e ".[$(EXTRAS)]" "apache-airflow==$(AIRFLOW_VERSION)" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# mysqlclient (the MySQL provider's driver in the test tools) has no Linux wheel: it compiles against the
+# MariaDB client library, which pkg-config must find. Where it is missing and apt is there, install it.
+BUILD_PACKAGES := libmariadb-dev pkg-config
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCHMARKS := $(filter-out bench/_%.py,$(sort $(wildcard bench/*.py)))
 
 .PHONY: help venv test lint format demo bench bench-smoke dist release-check e2e clean
@@ -40,6 +44,9 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml or the constraints changed (uv makes a no-op install take a second).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	pkg-config --exists libmariadb 2>/dev/null || ! command -v apt-get >/dev/null \
+		|| { $(SUDO) apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(BUILD_PACKAGES); }
 	$(BIN)/python -m pip install -q --upgrade uv \
 		&& $(BIN)/uv pip install --python $(BIN)/python $(INSTALL_ARGS) \
 		|| $(BIN)/python -m pip install $(INSTALL_ARGS)
