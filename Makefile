@@ -2,13 +2,17 @@
 # machine needs only Python 3.10+ and make. `make help` lists the targets.
 
 VENV ?= .venv
-PYTHON ?= python3
 # Newest Airflow release this provider is checked against (`release-check` also checks the floor).
 AIRFLOW_NEWEST := 3.3.2
-# Airflow release the development environment runs on; `make test AIRFLOW_VERSION=3.1.0 VENV=.venv-3.1`
-# runs the suite on the oldest supported release instead.
+# Airflow release the development environment runs on; `make test AIRFLOW_VERSION=3.1.0 VENV=.venv-3.1.0
+# PYTHON=python3.10` runs the suite on the oldest supported release (and Python) instead.
 AIRFLOW_VERSION ?= $(AIRFLOW_NEWEST)
 PYTEST_ARGS ?=
+# Interpreter a new $(VENV) is created with (an existing one keeps its own): CI runs the newest Airflow
+# on python3.11 and the oldest on python3.10.
+PYTHON ?= python3
+# Further Python releases `release-check` installs the wheel on (with the newest Airflow) and smoke-tests.
+RELEASE_PYTHONS ?= python3.12 python3.13
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kumulos-dev-$(AIRFLOW_VERSION).stamp
@@ -79,7 +83,7 @@ dist: venv
 	$(BIN)/python -m build --installer uv --outdir dist .
 
 release-check: dist
-	VENV=$(VENV) AIRFLOW_NEWEST=$(AIRFLOW_NEWEST) bash .ci/release_check.sh dist
+	VENV=$(VENV) AIRFLOW_NEWEST=$(AIRFLOW_NEWEST) RELEASE_PYTHONS="$(RELEASE_PYTHONS)" bash .ci/release_check.sh dist
 
 e2e: venv
 	@if [ -x .ci/e2e.sh ]; then VENV=$(VENV) .ci/e2e.sh; else echo "no executable .ci/e2e.sh: nothing to run"; fi
