@@ -119,7 +119,8 @@ def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> N
             path.fs.touch(probe.path)
             path.fs.rm(probe.path)
             return
-        bucket = getattr(path, "bucket", "")
+        # Airflow 3.1's ObjectStoragePath keeps the connection id in it (conn_id@bucket); 3.2+ does not.
+        bucket = getattr(path, "bucket", "").rpartition("@")[2]
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
                 parameter,

@@ -39,14 +39,17 @@ def emulator(connect: Callable[..., KumulosEmulator]) -> KumulosEmulator:
 
 @pytest.fixture
 def appear_later(emulator: KumulosEmulator) -> Iterator[Callable[..., None]]:
-    """``appear_later(user_id, attributes, delay=0.5)``: create the user ``delay`` seconds after the
-    first request that looked for it, from another thread (as the app would)."""
+    """``appear_later(user_id, attributes, delay=0.5, after=1)``: create the user ``delay`` seconds after
+    the ``after``-th request that looked for it, from another thread (as the app would)."""
     threads: list[threading.Thread] = []
 
-    def schedule(user_id: str, attributes: dict[str, Any], delay: float = 0.5) -> None:
+    def schedule(user_id: str, attributes: dict[str, Any], delay: float = 0.5, after: int = 1) -> None:
         def run() -> None:
             deadline = time.monotonic() + 60
-            while not any(r.identifier == user_id for r in emulator.requests) and time.monotonic() < deadline:
+            while (
+                sum(r.identifier == user_id for r in emulator.requests) < after
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             time.sleep(delay)
             emulator.set_attributes(user_id, attributes)

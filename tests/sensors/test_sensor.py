@@ -176,7 +176,7 @@ def test_deferrable_hands_over_to_the_trigger(emulator: KumulosEmulator) -> None
 def test_deferrable_completes_through_the_trigger(
     emulator: KumulosEmulator, appear_later: Callable[..., None]
 ) -> None:
-    appear_later("deferred-user", {"onboarded": True}, delay=0.3)
+    appear_later("deferred-user", {"onboarded": True}, delay=0.3, after=2)  # the trigger's first check
     op = sensor(user_id="deferred-user", deferrable=True, attributes_match={"onboarded": True})
     assert run_deferrable(op) == {"onboarded": True}
     agents = [r.headers["User-Agent"].split("/")[0] for r in emulator.requests]
