@@ -1,4 +1,4 @@
-"""The argument checks every layer uses: bool, number, whole number, choice, path.
+"""The argument checks every layer uses: bool, number, whole number, choice, path, JSON, one-of.
 
 Each returns the value in its checked form or raises ``KumulosInputError`` naming the parameter,
 what is wrong with the value and the fix, in one message style. Each argument is checked once, at
@@ -8,9 +8,10 @@ Rendered templates arrive as strings, so ``check_whole_number(..., rendered=True
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -102,3 +103,29 @@ def check_path(parameter: str, value: object) -> ObjectStoragePath:
                 "Pass a local path such as /data/users.jsonl or a URL such as s3://aws_default@bucket/users.jsonl.",
             )
     return resolve_path(value, parameter=parameter)
+
+
+def check_json(parameter: str, value: object, expected: type | tuple[type, ...], example: str) -> Any:
+    """``value`` itself, or parsed when it is a string (a template that rendered JSON text), of type ``expected``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise KumulosInputError(
+                parameter,
+                "it is a string that is not valid JSON",
+                f"Pass {example}, an XComArg, or a template that renders JSON (e.g. with the tojson filter).",
+            ) from None
+    if not isinstance(value, expected) or isinstance(value, str | bytes):
+        raise KumulosInputError(
+            parameter, f"expected {example}, got {type(value).__name__}", f"Pass {example}."
+        )
+    return value
+
+
+def check_exactly_one(given: dict[str, bool], fix: str) -> None:
+    """Exactly one of the alternative parameters in ``given`` (name -> whether it was passed) is used."""
+    chosen = [name for name, present in given.items() if present]
+    if len(chosen) != 1:
+        problem = f"got {' and '.join(chosen)}" if chosen else "none of them was given"
+        raise KumulosInputError(" / ".join(given), problem, fix)

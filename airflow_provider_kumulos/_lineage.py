@@ -1,9 +1,9 @@
 """OpenLineage datasets of Kumulos tasks: the app's users, and the files exports write and bulk writes read.
 
-Operators note what lineage needs as plain values while they run (:func:`export_lineage`,
-:func:`bulk_lineage`). The OpenLineage provider's listener asks for the facets once the task ends
-(:func:`operator_lineage`), and only then is anything of OpenLineage imported, so deployments
-without ``apache-airflow-providers-openlineage`` pay nothing. Naming follows the OpenLineage
+Operators keep what lineage needs as plain values while they run. Only the OpenLineage provider's
+listener, asking for the facets once the task ends (``get_openlineage_facets_on_complete``), imports
+this module: it builds the datasets (:func:`export_lineage`, :func:`bulk_lineage`) and the facets
+(:func:`operator_lineage`), so deployments without ``apache-airflow-providers-openlineage`` pay nothing. Naming follows the OpenLineage
 conventions: namespace ``file`` and the absolute path for local files, ``s3://<bucket>`` (``gs://``...)
 and the key for object storage, ``kumulos://<host>/<app>`` and ``users`` for a Kumulos app, where
 ``<app>`` is a digest of the API key (the server key is never used).
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from airflow_provider_kumulos._users import USER
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -59,16 +61,10 @@ class LineageFacts:
     outputs: tuple[DatasetFacts, ...] = ()
 
 
-#: A Kumulos user object as the API documents it (and as jsonl/json exports hold it).
-USER_COLUMNS = (
-    Column("identifier", "string", "Unique user identifier"),
-    Column("attributes", "object", "The user's attribute object"),
-    Column("firstActive", "string", "ISO-8601 time the user was first active"),
-    Column("lastActive", "string", "ISO-8601 time the user was last active"),
-    Column("inAppEnabled", "boolean", "Whether in-app messaging is enabled for the user"),
-    Column("createdAt", "string", "ISO-8601 time the user was created"),
-    Column("updatedAt", "string", "ISO-8601 time the user was last updated"),
-    Column("installs", "array", "The user's app installs"),
+#: A Kumulos user object as the API documents it (and as jsonl/json exports hold it); times are strings.
+USER_COLUMNS = tuple(
+    Column(field.name, "string" if field.kind == "timestamp" else field.kind, field.description)
+    for field in USER
 )
 
 

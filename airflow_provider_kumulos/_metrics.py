@@ -11,29 +11,17 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+
+from airflow_provider_kumulos import _compat
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @functools.cache
-def _stats() -> Any:
-    """Airflow's Stats facade; its home moved between Airflow 3 releases."""
-    try:
-        from airflow.sdk.observability.stats import Stats
-    except ImportError:  # Airflow < 3.2
-        from airflow.stats import Stats
-    return Stats
-
-
-@functools.cache
 def _names_with_tag_values() -> bool:
     """Whether tagged metrics are also sent under names that carry their tag values."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow < 3.2, which has no legacy_names_on option and always sends both
-        from airflow.configuration import conf
-    return conf.getboolean("metrics", "legacy_names_on", fallback=True)
+    # Airflow < 3.2 has no legacy_names_on option and always sends both: the fallback.
+    return bool(_compat.conf().getboolean("metrics", "legacy_names_on", fallback=True))
 
 
 def _segment(value: str) -> str:
@@ -53,7 +41,7 @@ def _named_variant(metric: str, tags: dict[str, str]) -> str | None:
 
 def incr(metric: str, count: int = 1, **tags: str) -> None:
     """Add ``count`` to the counter ``kumulos.<metric>``, tagged with ``tags`` (in the order given)."""
-    stats = _stats()
+    stats = _compat.stats()
     stats.incr(_name(metric), count, tags=tags or None)
     variant = _named_variant(metric, tags)
     if variant is not None:
@@ -62,7 +50,7 @@ def incr(metric: str, count: int = 1, **tags: str) -> None:
 
 def timing(metric: str, seconds: float, **tags: str) -> None:
     """Record a duration for the timer ``kumulos.<metric>``, in milliseconds as Airflow's timers are."""
-    stats = _stats()
+    stats = _compat.stats()
     milliseconds = seconds * 1000.0
     stats.timing(_name(metric), milliseconds, tags=tags or None)
     variant = _named_variant(metric, tags)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_kumulos._checks import check_number
 
 if TYPE_CHECKING:
-    from airflow_provider_kumulos.hooks.kumulos import RequestStats
+    from airflow_provider_kumulos._stats import RequestStats
 
 #: Seconds between progress lines unless an operator's ``progress_interval`` says otherwise.
 DEFAULT_INTERVAL = 10.0

@@ -31,7 +31,7 @@ def identifier(i: int) -> str:
 
 def child(way: str, count: int) -> None:
     """Count the duplicates one way; print the count, the seconds and this process's peak RSS as JSON."""
-    from airflow_provider_kumulos.operators._bulk import DuplicateCounter
+    from airflow_provider_kumulos._dedupe import DuplicateCounter
 
     began = time.perf_counter()
     if way == "set":

@@ -47,7 +47,7 @@ def child_dedupe(kind: str, users: int) -> dict[str, float]:
     """Add ``users`` identifiers page by page; report the VmHWM growth and the time."""
     import os
 
-    from airflow_provider_kumulos._export.run import SeenIdentifiers
+    from airflow_provider_kumulos._dedupe import SeenIdentifiers
 
     before = peak_rss_kib(os.getpid())
     began = time.perf_counter()

@@ -112,8 +112,8 @@ def seed_state(state: Path, rows: int) -> None:
     """A state listing every row as synced with version 0, written through the state module."""
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos.operators._bulk import Job
-    from airflow_provider_kumulos.operators._sync import BATCH, open_state
+    from airflow_provider_kumulos._bulk.records import Job
+    from airflow_provider_kumulos._bulk.sync import BATCH, open_state
 
     with open_state(ObjectStoragePath(f"file://{state}"), API_KEY, full_refresh=False, save=True) as synced:
         for start in range(0, rows, BATCH):

@@ -15,6 +15,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kumulos._bulk.failures import check_failures_path, failures_file
+from airflow_provider_kumulos._bulk.records import MISSING, SUCCEEDED, Failure, Job, SourceRecord
+from airflow_provider_kumulos._bulk.run import run_bulk
+from airflow_provider_kumulos._bulk.runner import BulkRunner
+from airflow_provider_kumulos._dedupe import DuplicateCounter
 from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
@@ -22,18 +27,6 @@ from airflow_provider_kumulos.exceptions import (
     KumulosServerError,
     KumulosValidationError,
 )
-from airflow_provider_kumulos.operators._bulk import (
-    MISSING,
-    SUCCEEDED,
-    BulkRunner,
-    DuplicateCounter,
-    Failure,
-    Job,
-    check_failures_path,
-    failures_file,
-    run_bulk,
-)
-from airflow_provider_kumulos.operators._sources import SourceRecord
 
 log = logging.getLogger("test_bulk")
 

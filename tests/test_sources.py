@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_kumulos.exceptions import KumulosInputError
-from airflow_provider_kumulos.operators._sources import (
-    SourceRecord,
+from airflow_provider_kumulos._bulk.records import SourceRecord
+from airflow_provider_kumulos._bulk.sources import (
     check_attribute_types,
     from_identifiers,
     from_records,
     open_source,
 )
+from airflow_provider_kumulos.exceptions import KumulosInputError
 
 SET_FORMATS = ("jsonl", "csv")
 DELETE_FORMATS = ("jsonl", "csv", "txt")
@@ -284,7 +284,7 @@ def test_csv_typing_round_trips_what_a_csv_writer_wrote(
     writer = csv.writer(buffer)
     writer.writerow(["identifier", "i", "f", "b", "s"])
     writer.writerows([(ident, i, repr(f), str(b).lower(), s) for ident, i, f, b, s in rows])
-    from airflow_provider_kumulos.operators._sources import _csv_records
+    from airflow_provider_kumulos._bulk.sources import _csv_records
 
     buffer.seek(0)
     records = list(

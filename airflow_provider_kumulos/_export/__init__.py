@@ -1,1 +1,1 @@
-"""Export machinery: output formats, atomic sinks, parts and manifests, resume state."""
+"""The export pipeline, one module per stage: options, select, formats, sinks, partitions, manifest, counts, resume, run."""

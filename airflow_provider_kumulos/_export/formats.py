@@ -38,6 +38,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_kumulos._export.options import ExportOptions, parse_timestamp
+from airflow_provider_kumulos._users import BOOLEAN_FIELDS, JSON_FIELDS, TIMESTAMP_FIELDS, USER
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -129,7 +130,8 @@ def _json_identifiers(stream: IO[bytes]) -> Iterator[str]:
 
 # --- CSV ----------------------------------------------------------------------------------------------------
 
-SCALAR_FIELDS = ("firstActive", "lastActive", "createdAt", "updatedAt", "inAppEnabled")
+#: Columns between the identifier and the attributes, in this order.
+SCALAR_FIELDS = (*TIMESTAMP_FIELDS, *BOOLEAN_FIELDS)
 ATTRIBUTE_PREFIX = "attr."
 EXTRA_ATTRIBUTES = "attributes_json"
 
@@ -221,8 +223,6 @@ def _csv_identifiers(stream: IO[bytes]) -> Iterator[str]:
 # --- Parquet ------------------------------------------------------------------------------------------------
 
 ROW_GROUP_USERS = 10_000
-_TIMESTAMP_COLUMNS = ("firstActive", "lastActive", "createdAt", "updatedAt")
-JSON_FIELDS = ("attributes", "installs")
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -238,11 +238,14 @@ def _timestamp(value: Any) -> datetime | None:
 def _types() -> dict[str, Any]:
     import pyarrow as pa
 
-    types = {name: pa.timestamp("us", tz="UTC") for name in _TIMESTAMP_COLUMNS}
-    types.update(
-        identifier=pa.string(), inAppEnabled=pa.bool_(), attributes=pa.string(), installs=pa.string()
-    )
-    return types
+    kinds = {
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "boolean": pa.bool_(),
+        "object": pa.string(),  # JSON text
+        "array": pa.string(),
+    }
+    return {field.name: kinds[field.kind] for field in USER}
 
 
 def schema(kept_fields: Sequence[str]) -> Any:
@@ -254,11 +257,11 @@ def schema(kept_fields: Sequence[str]) -> Any:
 
 
 def _column(name: str, users: Sequence[dict[str, Any]]) -> list[Any]:
-    if name in _TIMESTAMP_COLUMNS:
+    if name in TIMESTAMP_FIELDS:
         return [_timestamp(user.get(name)) for user in users]
     if name in JSON_FIELDS:
         return [None if user.get(name) is None else cell(user.get(name)) for user in users]
-    if name == "inAppEnabled":
+    if name in BOOLEAN_FIELDS:
         return [value if isinstance(value := user.get(name), bool) else None for user in users]
     return [user.get(name) for user in users]
 

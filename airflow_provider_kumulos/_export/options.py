@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._checks import check_bool, check_choice, check_whole_number
 from airflow_provider_kumulos._policy import MAX_PER_PAGE, check_page_window, check_per_page
+from airflow_provider_kumulos._users import TIMESTAMP_FIELDS, USER_FIELDS
 from airflow_provider_kumulos.exceptions import KumulosInputError
-from airflow_provider_kumulos.hooks._paging import MAX_AHEAD
+from airflow_provider_kumulos.hooks._paging import check_ahead
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -32,18 +33,6 @@ FORMATS = ("jsonl", "json", "csv", "parquet")
 TEXT_FORMATS = ("jsonl", "json", "csv")
 COMPRESSIONS = ("gzip",)
 MISMATCH_POLICIES = ("warn", "fail")
-TIMESTAMP_FIELDS = ("updatedAt", "lastActive", "createdAt", "firstActive")
-#: Top-level keys of a Kumulos user object (the API documents exactly these).
-USER_FIELDS = (
-    "identifier",
-    "attributes",
-    "firstActive",
-    "lastActive",
-    "inAppEnabled",
-    "createdAt",
-    "updatedAt",
-    "installs",
-)
 MAX_PAGE_SIZE = MAX_PER_PAGE
 #: Requests in flight by default: one page arriving while another is fetched and one is written.
 DEFAULT_CONCURRENCY = 2
@@ -241,13 +230,7 @@ def _check_attribute_columns(value: object, earlier: Mapping[str, Any]) -> tuple
 
 def _check_max_concurrency(value: object, earlier: Mapping[str, Any]) -> int:
     """Requests an export keeps in flight: 1..8."""
-    return check_whole_number(
-        "max_concurrency",
-        value,
-        1,
-        MAX_AHEAD,
-        f"Use 1 (one page fetched ahead) up to {MAX_AHEAD}; more only provokes rate limiting.",
-    )
+    return check_ahead("max_concurrency", value, 1)
 
 
 # --- the list ------------------------------------------------------------------------------------

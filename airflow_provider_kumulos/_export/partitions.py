@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._checks import check_whole_number
+from airflow_provider_kumulos._dedupe import SeenIdentifiers
 from airflow_provider_kumulos._export.formats import read_identifiers
 from airflow_provider_kumulos._export.manifest import MANIFEST_VERSION, read_manifest, write_json
 from airflow_provider_kumulos._export.options import check_page_size
-from airflow_provider_kumulos._export.run import SeenIdentifiers
 from airflow_provider_kumulos._storage import resolve_path, shown_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos import _compat, _policy
 from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosInputError
 from airflow_provider_kumulos.hooks._retry import RetrySettings
 
@@ -148,18 +148,6 @@ def resolve_client_config(
     )
 
 
-def _not_found_errors() -> tuple[type[Exception], ...]:
-    """The exception(s) Airflow raises for an undefined connection id (its home moved during Airflow 3)."""
-    import airflow.exceptions
-
-    found: list[type[Exception]] = [airflow.exceptions.AirflowNotFoundException]
-    try:
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:  # older Airflow 3 releases raise the core class only
-        return tuple(found)
-    return (*found, AirflowNotFoundException)
-
-
 def _undefined(conn_id: str) -> KumulosConfigError:
     return KumulosConfigError(
         f"Connection {conn_id!r} is not defined. Create a connection of type 'kumulos' with this id "
@@ -173,7 +161,7 @@ def connection_config(conn_id: str, overrides: Mapping[str, Any]) -> ClientConfi
 
     try:
         conn = BaseHook.get_connection(conn_id)
-    except _not_found_errors():
+    except _compat.not_found_errors():
         raise _undefined(conn_id) from None
     return resolve_client_config(conn_id, conn, conn.extra_dejson or {}, overrides)
 
@@ -202,16 +190,16 @@ async def _aget_connection(conn_id: str) -> tuple[ConnectionLike, dict[str, Any]
     Before that they mask with a blocking call to the supervisor, which fails on a busy event loop,
     so the synchronous lookup runs in a worker thread instead.
     """
-    from airflow.sdk import BaseHook, Connection
+    from airflow.sdk import BaseHook
     from asgiref.sync import sync_to_async
 
-    native_async = hasattr(Connection, "aextra_dejson")
+    native_async = _compat.async_connection_getters()
     try:
         if native_async:
             conn = await BaseHook.aget_connection(conn_id)
         else:
             conn = await sync_to_async(BaseHook.get_connection)(conn_id)
-    except _not_found_errors():
+    except _compat.not_found_errors():
         raise _undefined(conn_id) from None
     extra = await conn.aextra_dejson() if native_async else await sync_to_async(lambda: conn.extra_dejson)()
     return conn, extra or {}

@@ -18,11 +18,24 @@ from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from airflow_provider_kumulos._checks import check_whole_number
+
 if TYPE_CHECKING:
     from airflow_provider_kumulos._policy import UsersPage
 
 #: Most requests an export keeps in flight: beyond this, more only provokes rate limiting.
 MAX_AHEAD = 8
+
+
+def check_ahead(parameter: str, value: object, low: int) -> int:
+    """Pages fetched ahead (the hook's ``ahead``, the export's ``max_concurrency``): ``low``..MAX_AHEAD."""
+    return check_whole_number(
+        parameter,
+        value,
+        low,
+        MAX_AHEAD,
+        f"Use {low} up to {MAX_AHEAD} requests in flight; more only provokes rate limiting.",
+    )
 
 
 def _last_page(page: UsersPage, end_page: int | None) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -27,11 +28,9 @@ class RetrySettings:
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
-            raise _policy.KumulosInputError(
-                "max_retries", f"{self.max_retries} is negative", "Use 0 or more."
-            )
+            raise KumulosInputError("max_retries", f"{self.max_retries} is negative", "Use 0 or more.")
         if self.backoff_base < 0 or self.backoff_max < 0 or self.max_retry_after < 0:
-            raise _policy.KumulosInputError(
+            raise KumulosInputError(
                 "backoff", "backoff_base, backoff_max and max_retry_after must be >= 0", "Use seconds >= 0."
             )
 

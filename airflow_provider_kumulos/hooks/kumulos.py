@@ -15,16 +15,14 @@ import functools
 import logging
 import threading
 import warnings
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _metrics, _policy
-from airflow_provider_kumulos._checks import check_whole_number
+from airflow_provider_kumulos import UI_FIELD_BEHAVIOUR, _policy
+from airflow_provider_kumulos._stats import RequestStats
 from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
@@ -39,7 +37,7 @@ from airflow_provider_kumulos.hooks._config import (
     connection_config,
 )
 from airflow_provider_kumulos.hooks._gate import RequestGate
-from airflow_provider_kumulos.hooks._paging import MAX_AHEAD, walk_pages
+from airflow_provider_kumulos.hooks._paging import check_ahead, walk_pages
 from airflow_provider_kumulos.hooks._retry import RetryNote, retry_kwargs
 
 if TYPE_CHECKING:
@@ -85,36 +83,6 @@ def _page_size_alias(method: _Method) -> _Method:
         return method(*args, **kwargs)
 
     return cast("_Method", accepting)
-
-
-@dataclass
-class RequestStats:
-    """What this hook has done so far: for progress lines and summaries (thread-safe updates)."""
-
-    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    retries: int = 0
-    rate_limit_waits: int = 0
-    rate_limit_wait_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, operation: str, status: int | str) -> None:
-        with self._lock:
-            self.requests[(operation, str(status))] += 1
-        _metrics.request(operation, status)
-
-    def record_retry(self, operation: str, reason: str, sleep: float, rate_limited: bool) -> None:
-        with self._lock:
-            self.retries += 1
-            if rate_limited:
-                self.rate_limit_waits += 1
-                self.rate_limit_wait_seconds += sleep
-        _metrics.retry(operation, reason)
-        if rate_limited:
-            _metrics.rate_limit_wait(operation, sleep)
-
-    @property
-    def total_requests(self) -> int:
-        return sum(self.requests.values())
 
 
 class _KumulosHookBase(BaseHook):
@@ -386,7 +354,7 @@ class KumulosCRMHook(_KumulosHookBase):
         """
         start_page, end_page = _policy.check_page_window(start_page, end_page)
         _policy.check_per_page(page_size, "page_size")
-        check_whole_number("ahead", ahead, 0, MAX_AHEAD)
+        check_ahead("ahead", ahead, 0)
         closed = threading.Event()  # set when the walk ends: requests still on their way stop retrying
         return walk_pages(
             lambda page: self._fetch_page(page, page_size, raw, closed), start_page, end_page, ahead, closed

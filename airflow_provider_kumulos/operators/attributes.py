@@ -2,20 +2,26 @@
 
 Both work on one user or in bulk. They stay thin: check their arguments, pick a record source (one
 user, a list, a JSONL/CSV/text file streamed from any object storage, or the rows of a SQL query)
-and hand it to the shared bulk runner (``_bulk``) together with the API call to make per record.
+and hand it to the bulk write (``_bulk.run``) together with the API call to make per record.
 Everything heavy is imported inside ``execute``, so DAG files that import these operators parse fast.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._checks import check_bool, check_choice, check_number, check_whole_number
+from airflow_provider_kumulos._checks import (
+    check_bool,
+    check_choice,
+    check_exactly_one,
+    check_json,
+    check_number,
+    check_whole_number,
+)
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -23,11 +29,11 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_provider_kumulos._lineage import LineageFacts
+    from airflow_provider_kumulos._bulk.records import Job, SourceRecord
+    from airflow_provider_kumulos._bulk.report import BulkReport
+    from airflow_provider_kumulos._bulk.sync import SyncState
+    from airflow_provider_kumulos.hooks._config import ClientConfig
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-    from airflow_provider_kumulos.operators._bulk import BulkReport, Job
-    from airflow_provider_kumulos.operators._sources import SourceRecord
-    from airflow_provider_kumulos.operators._sync import SyncState
 
 #: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
 MAX_CONCURRENCY = 64
@@ -38,32 +44,6 @@ XCOM_RETURN_KEY = "return_value"
 DEFAULT_MAX_REMOVAL_FRACTION = 0.5
 
 Records = tuple[Iterable["SourceRecord"], int | None]
-
-
-def _check_one_mode(given: dict[str, bool], fix: str) -> None:
-    """Exactly one way of naming the users must be used."""
-    chosen = [name for name, present in given.items() if present]
-    if len(chosen) != 1:
-        problem = f"got {' and '.join(chosen)}" if chosen else "none of them was given"
-        raise KumulosInputError(" / ".join(given), problem, fix)
-
-
-def _from_json(value: object, parameter: str, expected: type | tuple[type, ...], example: str) -> Any:
-    """``value`` itself, or parsed when it is a string (a template that rendered JSON text)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise KumulosInputError(
-                parameter,
-                "it is a string that is not valid JSON",
-                f"Pass {example}, an XComArg, or a template that renders JSON (e.g. with the tojson filter).",
-            ) from None
-    if not isinstance(value, expected) or isinstance(value, str | bytes):
-        raise KumulosInputError(
-            parameter, f"expected {example}, got {type(value).__name__}", f"Pass {example}."
-        )
-    return value
 
 
 #: Templated arguments both attribute operators share: the file and SQL sources, the failures file.
@@ -107,7 +87,9 @@ class _AttributesOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.progress_interval = check_interval(progress_interval)
-        self._lineage: LineageFacts | None = None
+        #: What lineage is built from (source_path, the app written to, users written), kept as plain
+        #: values until the OpenLineage listener asks.
+        self._ran: tuple[Any, ClientConfig | None, int] | None = None
         self.kumulos_conn_id = kumulos_conn_id
         self.source_path = source_path
         self.source_format = (
@@ -156,7 +138,7 @@ class _AttributesOperator(BaseOperator):
         raise NotImplementedError
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
-        """The API call for one record: returns ``_bulk.SUCCEEDED`` or ``_bulk.MISSING``, or raises."""
+        """The API call for one record: returns ``SUCCEEDED`` or ``MISSING`` (``_bulk.records``), or raises."""
         raise NotImplementedError
 
     def _attribute_types(self) -> dict[str, str] | None:
@@ -175,14 +157,14 @@ class _AttributesOperator(BaseOperator):
     @contextlib.contextmanager
     def _open_records(self) -> Iterator[Records]:
         if self.sql is not None:
-            from airflow_provider_kumulos.operators._sql_source import open_sql_source
+            from airflow_provider_kumulos._bulk.sql_source import open_sql_source
 
             parameters = (
                 None
                 if self.sql_parameters is None
-                else _from_json(
-                    self.sql_parameters,
+                else check_json(
                     "sql_parameters",
+                    self.sql_parameters,
                     (Mapping, list, tuple),
                     'a mapping such as {"segment": "vip"} or a list of values',
                 )
@@ -199,7 +181,7 @@ class _AttributesOperator(BaseOperator):
         if self.source_path is None:
             yield self._given_records()
             return
-        from airflow_provider_kumulos.operators._sources import open_source
+        from airflow_provider_kumulos._bulk.sources import open_source
 
         with open_source(
             self.source_path,
@@ -217,11 +199,10 @@ class _AttributesOperator(BaseOperator):
         Above ``max_failures`` failed records (or on an auth/configuration error) the summary is
         pushed to XCom first, the failures file is already published, then the task fails.
         """
-        from airflow_provider_kumulos._lineage import bulk_lineage
+        from airflow_provider_kumulos._bulk.failures import check_failures_path
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-        from airflow_provider_kumulos.operators import _bulk
 
-        failures_path = _bulk.check_failures_path(self.failures_path)
+        failures_path = check_failures_path(self.failures_path)
         with self._open_records() as (records, total):
             hook = KumulosCRMHook(
                 self.kumulos_conn_id,
@@ -236,7 +217,7 @@ class _AttributesOperator(BaseOperator):
         counts = report.result.counts
         applied = counts.succeeded + counts.missing
         # Only a run that applied something has resolved (and so can name) its Kumulos app.
-        self._lineage = bulk_lineage(self.source_path, hook.config if applied else None, applied)
+        self._ran = (self.source_path, hook.config if applied else None, applied)
         error = report.error(self.max_failures)
         if error is not None:
             context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=report.summary)
@@ -252,10 +233,10 @@ class _AttributesOperator(BaseOperator):
         failures_path: ObjectStoragePath | None,
     ) -> BulkReport:
         """Hand the records, the calls to make and the sync state (if any) to the bulk runner."""
-        from airflow_provider_kumulos.operators import _bulk
+        from airflow_provider_kumulos._bulk.run import run_bulk
 
         live = not self.is_dry_run
-        return _bulk.run_bulk(
+        return run_bulk(
             records,
             self._sender(hook) if live else None,
             what=self.what,
@@ -275,9 +256,11 @@ class _AttributesOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: ``source_path`` (if any) in, the Kumulos users out (see docs/observability.md)."""
-        from airflow_provider_kumulos._lineage import operator_lineage
+        if self._ran is None:
+            return None
+        from airflow_provider_kumulos._lineage import bulk_lineage, operator_lineage
 
-        return operator_lineage(self._lineage)
+        return operator_lineage(bulk_lineage(*self._ran))
 
 
 class SetAttributesOperator(_AttributesOperator):
@@ -365,7 +348,7 @@ class SetAttributesOperator(_AttributesOperator):
             raise KumulosInputError(
                 given, "it needs a sync state", f"Pass sync_state_path, or remove {given}."
             )
-        _check_one_mode(
+        check_exactly_one(
             {
                 "user_id": user_id is not None or attributes is not None,
                 "records": records is not None,
@@ -381,7 +364,7 @@ class SetAttributesOperator(_AttributesOperator):
                 missing, f"{given} was given without {missing}", "Pass user_id and attributes together."
             )
         if attribute_types is not None:
-            from airflow_provider_kumulos.operators._sources import check_attribute_types
+            from airflow_provider_kumulos._bulk.sources import check_attribute_types
 
             if source_path is None:
                 raise KumulosInputError(
@@ -401,17 +384,18 @@ class SetAttributesOperator(_AttributesOperator):
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
-        from airflow_provider_kumulos.operators._sources import SourceRecord, from_records
+        from airflow_provider_kumulos._bulk.records import SourceRecord
+        from airflow_provider_kumulos._bulk.sources import from_records
 
         if self.user_id is not None:
             user_id = _policy.check_user_id(self.user_id, "user_id")
-            attributes = _from_json(
-                self.attributes, "attributes", Mapping, 'a JSON object such as {"tier": "gold"}'
+            attributes = check_json(
+                "attributes", self.attributes, Mapping, 'a JSON object such as {"tier": "gold"}'
             )
             _policy.check_attributes(attributes, "attributes")
             return [SourceRecord("user_id", user_id, attributes)], 1
-        records = _from_json(
-            self.records, "records", Iterable, 'a list of {"identifier": ..., "attributes": {...}}'
+        records = check_json(
+            "records", self.records, Iterable, 'a list of {"identifier": ..., "attributes": {...}}'
         )
         if isinstance(records, Mapping):
             raise KumulosInputError(
@@ -428,8 +412,8 @@ class SetAttributesOperator(_AttributesOperator):
     def _sync_state(self, hook: KumulosCRMHook) -> contextlib.AbstractContextManager[SyncState | None]:
         if self.sync_state_path is None:
             return contextlib.nullcontext()
+        from airflow_provider_kumulos._bulk.sync import open_state
         from airflow_provider_kumulos._checks import check_path
-        from airflow_provider_kumulos.operators._sync import open_state
 
         return open_state(
             check_path("sync_state_path", self.sync_state_path),
@@ -442,8 +426,8 @@ class SetAttributesOperator(_AttributesOperator):
         """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""
         if not self.remove_absent:
             return None
+        from airflow_provider_kumulos._bulk.records import MISSING, SUCCEEDED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
 
         merge = self.merge
         managed = frozenset(state.keys)
@@ -466,8 +450,8 @@ class SetAttributesOperator(_AttributesOperator):
         return remove
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        from airflow_provider_kumulos._bulk.records import SUCCEEDED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-        from airflow_provider_kumulos.operators._bulk import SUCCEEDED
 
         merge = self.merge
 
@@ -534,7 +518,7 @@ class DeleteAttributesOperator(_AttributesOperator):
             dry_run=dry_run,
             **kwargs,
         )
-        _check_one_mode(
+        check_exactly_one(
             {
                 "user_id": user_id is not None,
                 "user_ids": user_ids is not None,
@@ -549,11 +533,12 @@ class DeleteAttributesOperator(_AttributesOperator):
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy
-        from airflow_provider_kumulos.operators._sources import SourceRecord, from_identifiers
+        from airflow_provider_kumulos._bulk.records import SourceRecord
+        from airflow_provider_kumulos._bulk.sources import from_identifiers
 
         if self.user_id is not None:
             return [SourceRecord("user_id", _policy.check_user_id(self.user_id, "user_id"))], 1
-        user_ids = _from_json(self.user_ids, "user_ids", Iterable, 'a list of identifiers such as ["user-1"]')
+        user_ids = check_json("user_ids", self.user_ids, Iterable, 'a list of identifiers such as ["user-1"]')
         if isinstance(user_ids, Mapping):
             raise KumulosInputError(
                 "user_ids", "expected a list of identifiers, got an object", "Pass a list."
@@ -562,8 +547,8 @@ class DeleteAttributesOperator(_AttributesOperator):
         return from_identifiers(user_ids, parameter="user_ids"), total
 
     def _sender(self, hook: KumulosCRMHook) -> Callable[[Job], str]:
+        from airflow_provider_kumulos._bulk.records import MISSING, SUCCEEDED
         from airflow_provider_kumulos.exceptions import KumulosUserNotFoundError
-        from airflow_provider_kumulos.operators._bulk import MISSING, SUCCEEDED
 
         missing_ok = self.missing_ok
 

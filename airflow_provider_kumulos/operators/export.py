@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_provider_kumulos._lineage import LineageFacts
+    from airflow_provider_kumulos._export.formats import ExportFormat
+    from airflow_provider_kumulos._export.options import ExportOptions
+    from airflow_provider_kumulos.hooks._config import ClientConfig
 
 __all__ = [
     "ExportUsersOperator",
@@ -105,13 +107,13 @@ class ExportUsersOperator(BaseOperator):
         self.kumulos_conn_id = kumulos_conn_id
         self.hook_params = dict(hook_params or {})
         self.progress_interval = check_interval(progress_interval)
-        self._lineage: LineageFacts | None = None
+        #: What lineage is built from, kept as plain values until the OpenLineage listener asks.
+        self._ran: tuple[ClientConfig, ExportOptions, ExportFormat, Any] | None = None
 
     def execute(self, context: Context) -> Any:
         """Validate the rendered arguments, run the export, return users or the summary dict."""
         from airflow_provider_kumulos._export.options import build_options
         from airflow_provider_kumulos._export.run import ExportRun
-        from airflow_provider_kumulos._lineage import export_lineage
         from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
         options = build_options({option.name: getattr(self, option.name) for option in EXPORT_OPTIONS})
@@ -122,14 +124,16 @@ class ExportUsersOperator(BaseOperator):
             result = export.run()
         finally:
             hook.close()
-        self._lineage = export_lineage(hook.config, options, export.fmt, result)
+        self._ran = (hook.config, options, export.fmt, result)
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """OpenLineage: the Kumulos users in, the written file or folder out (see docs/observability.md)."""
-        from airflow_provider_kumulos._lineage import operator_lineage
+        if self._ran is None:
+            return None
+        from airflow_provider_kumulos._lineage import export_lineage, operator_lineage
 
-        return operator_lineage(self._lineage)
+        return operator_lineage(export_lineage(*self._ran))
 
 
 def plan_export_partitions(

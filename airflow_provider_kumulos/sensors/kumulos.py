@@ -14,14 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_kumulos import _policy
+from airflow_provider_kumulos import _compat, _policy
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
-
-try:
-    from airflow.sdk.configuration import conf
-except ImportError:  # older Airflow 3 releases
-    from airflow.configuration import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -51,7 +46,7 @@ class KumulosUserSensor(BaseSensorOperator):
         user_id: str,
         kumulos_conn_id: str = KumulosCRMHook.default_conn_name,
         attributes_match: dict[str, Any] | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = _compat.conf().getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,16 +115,7 @@ class KumulosUserSensor(BaseSensorOperator):
         if event.get("status") == SUCCESS:
             return event.get("attributes")
         if event.get("status") == TIMEOUT:
-            raise _sensor_timeout(str(event.get("message", "Timed out waiting for the Kumulos user.")))
+            raise _compat.sensor_timeout(str(event.get("message", "Timed out waiting for the Kumulos user.")))
         raise KumulosError.from_dict(
             event.get("error") or {"message": f"Unexpected trigger event {event!r}."}
         )
-
-
-def _sensor_timeout(message: str) -> Exception:
-    """Airflow's sensor-timeout error (its module moved during Airflow 3), as the sync path raises it."""
-    try:
-        from airflow.sdk.exceptions import AirflowSensorTimeout
-    except ImportError:  # older Airflow 3 releases
-        from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
-    return AirflowSensorTimeout(message)

@@ -7,22 +7,72 @@ from it (:func:`routes_markdown`), so the documentation cannot drift from what i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from airflow_provider_kumulos.testing._emulator_faults import Fault
 from airflow_provider_kumulos.testing._emulator_http import Request, Response
-
-if TYPE_CHECKING:
-    from airflow_provider_kumulos.testing.emulator import KumulosEmulator
+from airflow_provider_kumulos.testing._emulator_log import RecordedRequest
 
 ADMIN_PREFIX = "/_emulator"
 _FAULT_KEYS = {"script", "method", "path_prefix", "page", "rates", "latency", "reject", "drift", "outage"}
 #: A path segment of a route that matches any one (percent-decoded) segment: the user identifier.
 _ID = "{id}"
 
-Handler = Callable[["KumulosEmulator", Request, list[str]], Response]
+
+class EmulatorControl(Protocol):
+    """What the admin API drives: the emulator's Python API (``emulator.KumulosEmulator`` has it).
+
+    Declared here so that this module does not import the emulator, which imports it to dispatch.
+    """
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def requests(self) -> list[RecordedRequest]: ...
+
+    def clear_requests(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def user_ids(self) -> list[str]: ...
+
+    def get_user(self, identifier: str) -> dict[str, Any] | None: ...
+
+    def add_user(
+        self, identifier: str, attributes: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]: ...
+
+    def remove_user(self, identifier: str) -> None: ...
+
+    def set_attributes(self, identifier: str, attributes: dict[str, Any]) -> None: ...
+
+    def reset(self, users: int | None = None, seed: int | None = None) -> None: ...
+
+    def script_faults(
+        self,
+        faults: Iterable[Fault],
+        method: str | None = None,
+        path_prefix: str | None = None,
+        page: int | None = None,
+    ) -> None: ...
+
+    def set_fault_rates(self, *args: Any, **rates: Any) -> None: ...
+
+    def reject_users(self, rejections: Mapping[str, Sequence[Any]]) -> None: ...
+
+    def start_outage(self, *args: Any, **outage: Any) -> None: ...
+
+    def set_latency(self, seconds: float) -> None: ...
+
+    def schedule_drift(self, *args: Any, **drift: Any) -> None: ...
+
+    def clear_faults(self) -> None: ...
+
+
+Handler = Callable[[EmulatorControl, Request, list[str]], Response]
 
 
 @dataclass(frozen=True)
@@ -59,7 +109,7 @@ def _body(request: Request) -> dict[str, Any]:
     return payload
 
 
-def _configure_faults(emulator: KumulosEmulator, body: dict[str, Any]) -> None:
+def _configure_faults(emulator: EmulatorControl, body: dict[str, Any]) -> None:
     """Apply a ``POST /_emulator/faults`` body; each key maps to one Python API call."""
     unknown = set(body) - _FAULT_KEYS
     if unknown:
@@ -90,17 +140,17 @@ def _missing(identifier: str) -> Response:
     return Response.error(404, f"User {identifier!r} does not exist")
 
 
-def _health(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _health(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     return Response.json(
         200, {"status": "ok", "users": emulator.stats()["users"], "base_url": emulator.base_url}
     )
 
 
-def _list_users(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _list_users(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     return Response.json(200, {"identifiers": emulator.user_ids()})
 
 
-def _add_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _add_user(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     body = _body(request)
     identifier = body.pop("identifier", None)
     if not isinstance(identifier, str) or not identifier:
@@ -110,12 +160,12 @@ def _add_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Re
     return Response.json(201, emulator.add_user(identifier, body.pop("attributes", None), **body))
 
 
-def _get_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _get_user(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     user = emulator.get_user(ids[0])
     return _missing(ids[0]) if user is None else Response.json(200, user)
 
 
-def _remove_user(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _remove_user(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     try:
         emulator.remove_user(ids[0])
     except KeyError:
@@ -123,39 +173,39 @@ def _remove_user(emulator: KumulosEmulator, request: Request, ids: list[str]) ->
     return Response.empty()
 
 
-def _set_attributes(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _set_attributes(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     attributes = _body(request)
     created = emulator.get_user(ids[0]) is None
     emulator.set_attributes(ids[0], attributes)
     return Response.json(201 if created else 200, emulator.get_user(ids[0]))
 
 
-def _list_requests(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _list_requests(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     return Response.json(200, {"requests": [entry.to_dict() for entry in emulator.requests]})
 
 
-def _clear_requests(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _clear_requests(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     emulator.clear_requests()
     return Response.empty()
 
 
-def _set_faults(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _set_faults(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     _configure_faults(emulator, _body(request))
     return Response.empty()
 
 
-def _clear_faults(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _clear_faults(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     emulator.clear_faults()
     return Response.empty()
 
 
-def _reset(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _reset(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     body = _body(request)
     emulator.reset(users=body.get("users"), seed=body.get("seed"))
     return Response.json(200, {"users": len(emulator.user_ids())})
 
 
-def _stats(emulator: KumulosEmulator, request: Request, ids: list[str]) -> Response:
+def _stats(emulator: EmulatorControl, request: Request, ids: list[str]) -> Response:
     return Response.json(200, emulator.stats())
 
 
@@ -222,7 +272,7 @@ def routes_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _route(request: Request, emulator: KumulosEmulator) -> Response:
+def _route(request: Request, emulator: EmulatorControl) -> Response:
     """Dispatch on ``(method, path)``; raises ValueError/TypeError/KeyError for bad input."""
     route = request.segments[2:]
     path_known = False
@@ -238,7 +288,7 @@ def _route(request: Request, emulator: KumulosEmulator) -> Response:
     return Response.error(404, f"No admin route {request.path}")
 
 
-def handle_admin(request: Request, emulator: KumulosEmulator) -> Response:
+def handle_admin(request: Request, emulator: EmulatorControl) -> Response:
     """Answer one admin request; bad input is a 422 with the reason."""
     try:
         return _route(request, emulator)

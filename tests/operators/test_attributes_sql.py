@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from attributes_support import read_jsonl, run
 
+from airflow_provider_kumulos._bulk import sql_source as _sql_source
+from airflow_provider_kumulos._bulk.sql_source import json_value, open_sql_source
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
-from airflow_provider_kumulos.operators import _sql_source
-from airflow_provider_kumulos.operators._sql_source import json_value, open_sql_source
 from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator, SetAttributesOperator
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 

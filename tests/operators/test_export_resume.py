@@ -17,7 +17,7 @@ from test_export_support import (
     run_export,
 )
 
-from airflow_provider_kumulos._export.run import STATE_KEY
+from airflow_provider_kumulos._export.resume import STATE_KEY
 from airflow_provider_kumulos.exceptions import KumulosAuthError
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
 

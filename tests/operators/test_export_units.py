@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_kumulos._dedupe import SeenIdentifiers
 from airflow_provider_kumulos._export.options import parse_timestamp
-from airflow_provider_kumulos._export.run import PageBatch, SeenIdentifiers, Selector, UpdatedSinceFilter
+from airflow_provider_kumulos._export.select import PageBatch, Selector, UpdatedSinceFilter
 
 
 @settings(max_examples=60, deadline=None)

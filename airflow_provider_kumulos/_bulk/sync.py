@@ -1,9 +1,11 @@
-"""Change-only sync state: per identifier, a digest of the attributes last sent, in one SQLite file.
+"""Change-only sync: per identifier, a digest of the attributes last sent, in one SQLite file; removals.
 
 The state lives on any object storage (``sync_state_path``). A run downloads it to a local temporary
 file, reads and updates it there in batches (SQLite on disk: memory does not grow with the number of
 users) and uploads it with :func:`~airflow_provider_kumulos._storage.atomic_write` at the end, so a
 run killed outright leaves the previous state where it was. docs/attributes.md describes the format.
+Users the state lists but this run's source did not hold are cleared through the bulk runner, unless
+they are too many (:func:`removal_guard`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from airflow_provider_kumulos._bulk.records import Job, SourceRecord
+from airflow_provider_kumulos._bulk.runner import BulkCounts, BulkResult, BulkRunner
+from airflow_provider_kumulos._progress import ProgressLogger
 from airflow_provider_kumulos._storage import STALE_TEMPORARY_SECONDS, atomic_write
-from airflow_provider_kumulos.exceptions import KumulosInputError
+from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 
 if TYPE_CHECKING:
+    import logging
+
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_kumulos.operators._bulk import Job
+    from airflow_provider_kumulos._stats import RequestStats
 
 #: What the ``meta`` table's ``format`` row says, so that any other file is refused clearly.
 FORMAT = "airflow-provider-kumulos sync state"
@@ -324,3 +332,99 @@ def open_state(
         if save:
             with open(local, "rb") as source, atomic_write(path, "wb") as target:
                 shutil.copyfileobj(source, target, COPY_CHUNK)
+
+
+# --- users absent from the source ------------------------------------------------------------
+
+
+@dataclass
+class SyncOutcome:
+    """What a sync state adds to a run: users absent from the source, and what clearing them did."""
+
+    remove_absent: bool
+    absent: int = 0
+    refused: KumulosError | None = None
+    result: BulkResult | None = None
+
+    def summary(self, unchanged: int) -> dict[str, Any]:
+        """The summary's sync counts (``absent`` is what a dry run or a refused removal would clear)."""
+        entries: dict[str, Any] = {"unchanged": unchanged}
+        if self.remove_absent:
+            counts = self.result.counts if self.result is not None else BulkCounts()
+            entries.update(absent=self.absent, removed=counts.succeeded + counts.missing)
+            entries["removal_failed"] = counts.failed
+        return entries
+
+
+def removal_guard(absent: int, previous: int, max_fraction: float) -> KumulosError | None:
+    """The error refusing to clear ``absent`` of ``previous`` synced users, if they are too many."""
+    if absent <= max_fraction * previous:
+        return None
+    return KumulosInputError(
+        "max_removal_fraction",
+        f"{absent:,} of the {previous:,} users the last sync set ({100.0 * absent / previous:.1f}%) are "
+        f"absent from this run's source, more than max_removal_fraction={max_fraction}; none was cleared",
+        "Check the source (a broken query returns too few rows). If the removals are intended, raise "
+        "max_removal_fraction (1.0 allows clearing everyone) for this run.",
+    )
+
+
+def clear_absent(
+    state: SyncState,
+    remove: Callable[[Job], str],
+    absent: int,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> BulkResult:
+    """Clear every absent user through ``remove``; outcomes go to the state, not to the failures file."""
+    progress = ProgressLogger(
+        "clear users absent from the source",
+        logger=logger,
+        total=absent,
+        interval=progress_interval,
+        request_stats=request_stats,
+        counts_failures=True,
+    )
+    runner = BulkRunner(
+        remove,
+        with_attributes=False,
+        max_concurrency=max_concurrency,
+        on_failure=lambda failure: None,
+        progress=progress,
+        settled=state.removal_settled,
+    )
+    result = runner.run(SourceRecord("sync state", identifier) for identifier in state.absent())
+    counts = result.counts
+    progress.finish(removed=counts.succeeded + counts.missing, failed=counts.failed)
+    return result
+
+
+def finish_sync(
+    state: SyncState,
+    result: BulkResult,
+    *,
+    remove_absent: bool,
+    remove: Callable[[Job], str] | None,
+    max_removal_fraction: float,
+    max_concurrency: int,
+    logger: logging.Logger | Any,
+    request_stats: RequestStats | None,
+    progress_interval: float,
+) -> SyncOutcome:
+    """After the records were sent: count duplicates from the state, then clear absent users if asked.
+
+    Nothing is cleared after a fatal error, nor when the guard refuses; a dry run (``remove=None``)
+    only counts the absent users.
+    """
+    result.counts.duplicates = state.duplicates
+    sync = SyncOutcome(remove_absent)
+    if remove_absent and result.fatal is None:
+        sync.absent = state.absent_count()
+        sync.refused = removal_guard(sync.absent, state.previous, max_removal_fraction)
+        if sync.refused is None and remove is not None and sync.absent:
+            sync.result = clear_absent(
+                state, remove, sync.absent, max_concurrency, logger, request_stats, progress_interval
+            )
+    return sync

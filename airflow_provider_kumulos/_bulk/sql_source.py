@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from airflow_provider_kumulos._bulk.records import SourceRecord
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
-from airflow_provider_kumulos.operators._sources import SourceRecord
 
 #: Rows asked of the database per ``fetchmany``: the most rows held in memory at once.
 FETCH_ROWS = 1000

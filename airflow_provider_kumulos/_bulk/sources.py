@@ -18,9 +18,9 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from airflow_provider_kumulos._bulk.records import SourceRecord
 from airflow_provider_kumulos._storage import resolve_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -41,21 +41,6 @@ _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 #: Errors that make the rest of a file unreadable (as opposed to one bad line).
 _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, csv.Error)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One record as read: where it came from, its identifier and attributes, or why it is unusable.
-
-    ``source`` is the record's original text: the raw bytes of a JSONL line; for a CSV row or a list
-    item that could not be read, its CSV or JSON text. So a failure loses nothing of the input.
-    """
-
-    where: str
-    identifier: object
-    attributes: object = None
-    problem: KumulosInputError | None = None
-    source: bytes | str | None = None
 
 
 # --- in-memory sources ------------------------------------------------------------------------
