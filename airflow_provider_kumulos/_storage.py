@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_kumulos import _compat
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -119,8 +120,7 @@ def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> N
             path.fs.touch(probe.path)
             path.fs.rm(probe.path)
             return
-        # Airflow 3.1's ObjectStoragePath keeps the connection id in it (conn_id@bucket); 3.2+ does not.
-        bucket = getattr(path, "bucket", "").rpartition("@")[2]
+        bucket = _compat.bucket(path)
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
                 parameter,

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from attributes_support import run
 
+from airflow_provider_kumulos._bulk.sql_source import open_sql_source
 from airflow_provider_kumulos.exceptions import KumulosInputError
-from airflow_provider_kumulos.operators._sql_source import open_sql_source
 from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
@@ -222,17 +222,17 @@ def test_mariadb_values_reach_kumulos_as_json(
 #: count and the process's peak resident memory (VmHWM). argv: rows, streamed ("1") or buffered ("0").
 _READER = """
 import json, sys
-from airflow_provider_kumulos.operators import _sql_source
+from airflow_provider_kumulos._bulk import sql_source
 
 rows, streamed = int(sys.argv[1]), sys.argv[2] == "1"
 if not streamed:  # the control: the drivers' default cursors, which hold the whole result
-    _sql_source.SERVER_SIDE_CURSORS.clear()
+    sql_source.SERVER_SIDE_CURSORS.clear()
 query = (
     "SELECT CONCAT('user-', seq) AS identifier, seq AS n, REPEAT('x', 200) AS note "
     f"FROM seq_1_to_{rows}"
 )
 count = 0
-with _sql_source.open_sql_source(
+with sql_source.open_sql_source(
     query, conn_id=sys.argv[3], parameters=None, identifier_column="identifier", with_attributes=True
 ) as records:
     for record in records:
