@@ -18,8 +18,10 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kumulos",
         "name": "Kumulos",
-        "description": "`Kumulos CRM <https://docs.kumulos.com/>`__: export users, set and delete "
-        "user attributes, and wait for users to appear.",
+        # Airflow strips the reStructuredText marks for its UI and CLI, and its providers page turns
+        # a word that starts with http(s):// into a link with no space after it: the URL comes last.
+        "description": "Export users, set and delete user attributes, and wait for users to appear "
+        "in `Kumulos CRM <https://docs.kumulos.com/>`__.",
         "versions": [__version__],
         "integrations": [
             {
@@ -82,6 +84,9 @@ def get_provider_info() -> dict[str, Any]:
                     "verify": {
                         "label": "Verify TLS (true/false or CA bundle path)",
                         "schema": {"type": ["string", "null"]},
+                        "description": "true (default): check the server's certificate; false: do not "
+                        "check it (local tests only); or the path of a CA bundle file that exists on the "
+                        "workers and the triggerer, for a private certificate authority.",
                     },
                 },
             }
@@ -94,7 +99,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden_fields": ["schema", "port"],
     "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
     "placeholders": {
-        "host": "https://crm.kumulos.com",
+        "host": "https://crm.kumulos.com (default); no scheme means https://",
         "login": "your app's API key",
         "password": "your app's server key",
         "extra": '{"timeout": 60, "connect_timeout": 10, "max_retries": 5, "verify": true}',

@@ -1,4 +1,4 @@
-"""The argument checks every layer uses: bool, number, whole number, choice, path, JSON, one-of.
+"""The argument checks every layer uses: bool, number, whole number, choice, path, JSON, one-of, yes/no.
 
 Each returns the value in its checked form or raises ``KumulosInputError`` naming the parameter,
 what is wrong with the value and the fix, in one message style. Each argument is checked once, at
@@ -17,6 +17,21 @@ from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+
+#: The words read as yes or no where text must say a bool (CSV cells, the connection extra ``verify``).
+YES_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+NO_WORDS = frozenset({"false", "f", "no", "n", "0"})
+
+
+def yes_no(text: str) -> bool | None:
+    """``text`` as a bool when it is a yes or no word (any case, surrounding spaces ignored); else None."""
+    word = text.strip().lower()
+    if word in YES_WORDS:
+        return True
+    if word in NO_WORDS:
+        return False
+    return None
 
 
 def check_bool(parameter: str, value: object) -> bool:

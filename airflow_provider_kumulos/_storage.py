@@ -10,6 +10,7 @@ the data goes to a uniquely named temporary sibling and is moved into place only
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -104,22 +105,56 @@ def sweep_stale_temporaries(folder: ObjectStoragePath, suffix: str = "") -> int:
     return removed
 
 
-def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> None:
+def make_folders(folder: ObjectStoragePath) -> list[str]:
+    """Create the local ``folder`` and its missing parents; return those it created, outermost first.
+
+    Object stores have no folders to create: nothing is done there and the list is empty.
+    """
+    if not is_local(folder):
+        return []
+    missing: list[str] = []
+    current = folder.path
+    while not os.path.exists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    folder.fs.makedirs(folder.path, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_created_folders(folders: list[str]) -> None:
+    """Remove the folders :func:`make_folders` created, innermost first, while they are empty.
+
+    A failed write leaves no empty folder it made behind; a folder that existed before, or that
+    holds anything (another writer's file), is never removed.
+    """
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
+
+
+def check_writable(
+    path: ObjectStoragePath, parameter: str = "output_path", given: ObjectStoragePath | None = None
+) -> list[str]:
     """Fail before any work when nothing can be written at ``path``; nothing is left behind.
 
     Object stores: the bucket (container) must exist, one request (``head_bucket`` on S3); a
     missing bucket is the common mistake and otherwise surfaces only when the file is uploaded,
     at the very end. Local disks: the folder is created if needed and a temporary file is created
-    in it and removed at once, which also catches a read-only folder.
+    in it and removed at once, which also catches a read-only folder. Returns the folders it
+    created, for :func:`remove_created_folders` should the write fail later. Errors name ``given``
+    (default ``path``): the path as the user chose it, a folder of part files, say.
     """
     fix = "Create the bucket or folder, or fix the path, and check the connection may write there."
+    if is_local(path):
+        return _check_local_writable(path, parameter, given or path)
     try:
-        if is_local(path):
-            path.fs.makedirs(path.parent.path, exist_ok=True)
-            probe = temp_sibling(path)
-            path.fs.touch(probe.path)
-            path.fs.rm(probe.path)
-            return
         bucket = _compat.bucket(path)
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
@@ -132,6 +167,39 @@ def check_writable(path: ObjectStoragePath, parameter: str = "output_path") -> N
         raise KumulosInputError(
             parameter, f"{path} cannot be written ({type(exc).__name__}: {exc})", fix
         ) from None
+    return []
+
+
+def _check_local_writable(path: ObjectStoragePath, parameter: str, given: ObjectStoragePath) -> list[str]:
+    """:func:`check_writable` on a local disk: the error names the user's path and its folder."""
+    created: list[str] = []
+    try:
+        created = make_folders(path.parent)
+        probe = temp_sibling(path)
+        path.fs.touch(probe.path)
+        path.fs.rm(probe.path)
+    except OSError as exc:
+        remove_created_folders(created)
+        problem, fix = unwritable_folder(path, exc)
+        raise KumulosInputError(parameter, f"{given.path} cannot be written: {problem}", fix) from None
+    return created
+
+
+def unwritable_folder(path: ObjectStoragePath, error: OSError) -> tuple[str, str]:
+    """Why nothing can be written at the local ``path``, and the fix, naming its folder (never a
+    temporary file the user did not choose)."""
+    folder = path.parent.path
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder", "Fix the path."
+    # "No such file or directory" about a folder that exists names the temporary file; say nothing.
+    reason = "" if error.errno == errno.ENOENT else f" ({error.strerror or type(error).__name__})"
+    problem = f"the folder {existing} is not writable{reason}"
+    if existing != folder:
+        problem = f"the folder {folder} cannot be created: {problem}"
+    return problem, "Write to a folder this task's user may write to, or give it write access to this one."
 
 
 def discard_quietly(path: ObjectStoragePath, error: BaseException) -> None:
@@ -166,18 +234,24 @@ def atomic_write(
 
     The data is written to a temporary sibling, moved onto ``path`` after a clean exit (an atomic
     rename on local disks, a server-side copy on object stores, where the final object appears
-    whole) and deleted on any exception, including task termination. ``mode`` is ``"wb"`` or ``"w"``
-    (text, with ``encoding`` and ``newline``). A process killed outright leaves at most the
-    temporary object, never a partial object at ``path``.
+    whole) and deleted on any exception, including task termination, with the local folders this
+    call created for it. ``mode`` is ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline``).
+    A process killed outright leaves at most the temporary object, never a partial object at ``path``.
     """
     if mode not in ("wb", "w"):
         raise KumulosInputError("mode", f"{mode!r} is not supported", 'Use "wb" (bytes) or "w" (text).')
     target = resolve_path(path)
     temp = temp_sibling(target)
     fs = target.fs
-    if is_local(target):
-        fs.makedirs(target.parent.path, exist_ok=True)
-    raw = fs.open(temp.path, "wb")
+    created = make_folders(target.parent)
+    try:
+        raw = fs.open(temp.path, "wb")
+    except OSError as error:
+        remove_created_folders(created)
+        if not is_local(target):
+            raise
+        problem, fix = unwritable_folder(target, error)
+        raise type(error)(error.errno, f"{target.path} cannot be written: {problem}. {fix}") from None
     stream: IO[Any] = (
         io.TextIOWrapper(raw, encoding=encoding, newline=newline, write_through=True) if mode == "w" else raw
     )
@@ -189,4 +263,5 @@ def atomic_write(
         with contextlib.suppress(Exception):
             stream.close()
         discard_quietly(temp, error)
+        remove_created_folders(created)
         raise

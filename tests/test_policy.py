@@ -350,7 +350,19 @@ def test_transport_errors_name_the_request() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("7", 7.0), (" 2.5 ", 2.5), ("0", 0.0), ("-3", 0.0), ("soon", None), ("nan", None), ("inf", None)],
+    [
+        ("7", 7.0),
+        (" 12 ", 12.0),
+        ("0", 0.0),
+        ("3600", 3600.0),
+        # Not the RFC's whole seconds: ignored, and the usual backoff applies.
+        ("2.5", None),
+        ("-3", None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+        ("", None),
+    ],
 )
 def test_retry_after_seconds(value: str, expected: float | None) -> None:
     error = _policy.error_for(GET, response(429, **{"Retry-After": value}))

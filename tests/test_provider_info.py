@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.resources import files
@@ -26,6 +27,14 @@ from airflow_provider_kumulos import get_provider_info
 
 PACKAGE = "airflow-provider-kumulos"
 HOOK_CLASS = "airflow_provider_kumulos.hooks.kumulos.KumulosCRMHook"
+DOCS = "https://docs.kumulos.com/"
+# What the API and `airflow providers get --full` show: Airflow strips the reStructuredText marks.
+DESCRIPTION = (
+    f"Export users, set and delete user attributes, and wait for users to appear in Kumulos CRM {DOCS}"
+)
+# The providers page's link pattern (Airflow 3.3's UI; JavaScript's \w is ASCII only).
+UI_LINK = re.compile(r"https?://[\w.-]+(?:\.?:[\w.-]+)*(?:[#/?][\w!#$%&'()*+,./:;=?@[\]~-]*)?", re.ASCII)
+HOST_PLACEHOLDER = "https://crm.kumulos.com (default); no scheme means https://"
 EXPECTED_BEHAVIOUR = {
     "hidden_fields": ["schema", "port"],
     "relabeling": {"login": "API key", "password": "Server key", "host": "Base URL"},
@@ -138,9 +147,33 @@ def test_package_metadata_links_documentation_source_changelog_and_issues() -> N
     assert urls["Changelog"].endswith("CHANGELOG.md")
 
 
-def test_airflow_providers_get_shows_the_documentation_url(airflow_home: Any) -> None:
+def test_airflow_providers_get_shows_the_documentation_url_and_the_description(airflow_home: Any) -> None:
     (row,) = _airflow_cli("providers", "get", PACKAGE, "--full")
     assert row["documentation-url"] == _project_urls()["Documentation"]
+    assert row["description"] == DESCRIPTION
+
+
+def _as_the_providers_page_shows(description: str) -> tuple[str, list[str]]:
+    """The text and link targets of a description on Airflow's providers page: a word matching its
+    link pattern becomes a link, and no space follows a link."""
+    links = UI_LINK.findall(description)
+    text, targets = "", []
+    for word in re.sub(r"\n(?:and)?", " ", description).split(" "):
+        if word in links:
+            text += word
+            targets.append(word)
+        else:
+            text += f"{word} "
+    return text, targets
+
+
+def test_the_providers_page_shows_the_description_with_its_link(airflow_home: Any) -> None:
+    from airflow.api_fastapi.core_api.services.public.providers import _provider_mapper
+    from airflow.providers_manager import ProvidersManager
+
+    shown = _provider_mapper(ProvidersManager().providers[PACKAGE])
+    assert shown.description == DESCRIPTION
+    assert _as_the_providers_page_shows(shown.description) == (DESCRIPTION, [DOCS])
 
 
 def test_package_metadata_names_an_author_status_and_python_versions() -> None:
@@ -199,7 +232,7 @@ def test_connection_form_behaviour_is_known_to_airflow() -> None:
     behaviour = ProvidersManager().field_behaviours["kumulos"]
     assert behaviour["hidden_fields"] == EXPECTED_BEHAVIOUR["hidden_fields"]
     assert behaviour["relabeling"] == EXPECTED_BEHAVIOUR["relabeling"]
-    assert behaviour["placeholders"]["host"] == "https://crm.kumulos.com"
+    assert behaviour["placeholders"]["host"] == HOST_PLACEHOLDER
 
 
 def test_hook_ui_field_behaviour_matches_provider_info() -> None:
@@ -284,6 +317,39 @@ def test_form_describes_both_timeouts_truthfully() -> None:
     assert fields["connect_timeout"]["label"] == "Connect timeout (seconds)"
     assert "default 10" in fields["connect_timeout"]["description"]
     assert "default 60" in fields["timeout"]["description"]
+
+
+@pytest.mark.skipif(BEFORE_3_2, reason="Airflow < 3.2 builds the connection form from hooks (wtforms)")
+def test_the_connection_form_shows_help_for_the_host_and_verify() -> None:
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (form,) = [meta for meta in HookMetaService.hook_meta_data() if meta.connection_type == "kumulos"]
+    assert form.standard_fields is not None
+    host, port = form.standard_fields.host, form.standard_fields.port
+    assert host is not None and port is not None
+    assert (host.title, host.placeholder, host.hidden) == ("Base URL", HOST_PLACEHOLDER, False)
+    assert port.hidden is True
+    verify = form.extra_fields["verify"]
+    assert verify["schema"]["title"] == "Verify TLS (true/false or CA bundle path)"
+    assert "certificate" in verify["description"] and "CA bundle" in verify["description"]
+    assert all(field["description"] for field in form.extra_fields.values())
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        (None, "https://crm.kumulos.com"),
+        ("crm.example.com", "https://crm.example.com"),
+        ("http://127.0.0.1:18080", "http://127.0.0.1:18080"),
+    ],
+)
+def test_the_host_placeholder_says_what_the_hook_does(host: str | None, base_url: str) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_kumulos.hooks._config import resolve_client_config
+
+    conn = SimpleNamespace(host=host, port=None, login="k", password="s")
+    assert resolve_client_config("form", conn, {}, {}).base_url == base_url
 
 
 def test_importing_the_package_stays_light() -> None:

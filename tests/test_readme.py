@@ -98,3 +98,15 @@ def test_readme_names_the_airflow_cli_of_the_virtual_environment() -> None:
     assert "`.venv/bin/airflow`" in README
     # What the README promises exists in the environment `make venv` builds (the one running this).
     assert (Path(sys.executable).parent / "airflow").is_file()
+
+
+def test_readme_says_which_generated_identifiers_exist() -> None:
+    from airflow_provider_kumulos.testing.emulator import KumulosEmulator
+
+    text = " ".join(README.split())
+    for users, said in ((1_000, "6.5% of the first 1,000"), (10_000, "5.4% of 10,000")):
+        ids = KumulosEmulator(users=users).user_ids()
+        uuids = [identifier for identifier in ids if not identifier.startswith("user-")]
+        assert said in text and said.startswith(f"{len(uuids) / users:.1%}")
+        assert "user-000036" not in ids and all(len(identifier) == 36 for identifier in uuids)
+    assert "`user-000036` does not exist with the default seed" in text

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,6 +123,27 @@ def test_gzipped_jsonl_is_decompressed_on_the_fly(tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"identifier": "a", "attributes": {"k": "v"}}\n'))
     assert good(read(path)) == [("a", {"k": "v"})]
+
+
+def open_paths() -> set[str]:
+    """Paths of the files this process holds open."""
+    return {file.path for file in psutil.Process().open_files()}
+
+
+@pytest.mark.parametrize("name", ["users.csv.gz", "USERS.CSV.GZ"])
+def test_gzipped_csv_is_decompressed_and_closed_with_its_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress("\ufeffidentifier,tier\na,gold\nb,\n".encode()))
+    with open_source(
+        path,
+        source_format=None,
+        allowed_formats=SET_FORMATS,
+        identifier_column="identifier",
+        with_attributes=True,
+    ) as records:
+        assert str(path) in open_paths()
+        assert good(list(records)) == [("a", {"tier": "gold"}), ("b", {})]
+    assert str(path) not in open_paths()
 
 
 def test_truncated_gzip_raises_a_clear_input_error(tmp_path: Path) -> None:

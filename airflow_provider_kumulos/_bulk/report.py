@@ -99,9 +99,12 @@ class BulkReport:
 
 
 def _describe(failure: Failure) -> str:
+    """``<where> <identifier>: <error class> (<status>)``, for the log and the task's error."""
     status = f"HTTP {failure.error.status}" if failure.error.status is not None else "not sent"
-    identifier = failure.identifier if isinstance(failure.identifier, str) else None
-    return f"{failure.where} {identifier!r}: {type(failure.error).__name__} ({status})"
+    identifier = (
+        repr(failure.identifier) if isinstance(failure.identifier, str) else "(no identifier could be read)"
+    )
+    return f"{failure.where} {identifier}: {type(failure.error).__name__} ({status})"
 
 
 def _example(job: Job) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Streamed record sources for bulk attribute writes: in-memory lists, JSONL, CSV and plain-text files.
 
-Files are read line by line from any object-storage path (local, ``s3://``...), gunzipped on the fly
-when the name ends in ``.gz``, so memory stays flat however long the file is. Readers only parse:
+Files are read line by line from any object-storage path (local, ``s3://``...), decompressed on the
+fly by fsspec when the name ends in ``.gz``, so memory stays flat however long the file is. Readers only parse:
 each :class:`SourceRecord` carries what was read, or the problem that kept it from being read, and
 the bulk runner validates it against the API's rules.
 """
@@ -18,9 +18,10 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_kumulos._bulk.records import SourceRecord
+from airflow_provider_kumulos._checks import yes_no
 from airflow_provider_kumulos._storage import resolve_path
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
@@ -37,8 +38,6 @@ ATTRIBUTE_TYPES = ("str", "int", "float", "bool", "json")
 ATTRIBUTES_KEY = "attributes"
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_TRUE = frozenset({"true", "t", "yes", "y", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "0"})
 #: Errors that make the rest of a file unreadable (as opposed to one bad line).
 _UNREADABLE = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, csv.Error)
 
@@ -107,14 +106,12 @@ def _from_mapping(
 # --- files ------------------------------------------------------------------------------------
 
 
-def detect_format(
-    path: ObjectStoragePath, source_format: str | None, allowed: tuple[str, ...]
-) -> tuple[str, bool]:
-    """``(format, gzipped)`` of ``path``: ``source_format`` (the operator checked it), else the suffix's."""
+def detect_format(path: ObjectStoragePath, source_format: str | None, allowed: tuple[str, ...]) -> str:
+    """The format of ``path``: ``source_format`` (the operator checked it), else its suffix's (before ``.gz``)."""
+    if source_format is not None:
+        return source_format
     suffixes = [suffix.lower() for suffix in path.suffixes]
     gzipped = bool(suffixes) and suffixes[-1] == ".gz"
-    if source_format is not None:
-        return source_format, gzipped
     named = suffixes[-2 if gzipped else -1] if len(suffixes) > (1 if gzipped else 0) else None
     detected = SUFFIX_FORMATS.get(named or "")
     if detected not in allowed:
@@ -125,7 +122,7 @@ def detect_format(
             f"Name the file {suffixes_allowed} (optionally + .gz) or pass source_format, one of "
             f"{', '.join(allowed)}.",
         )
-    return str(detected), gzipped
+    return str(detected)
 
 
 @contextlib.contextmanager
@@ -146,8 +143,10 @@ def open_source(
     anything. A line that cannot be parsed becomes a record with a ``problem``; a file that stops
     being readable part-way (bad gzip, not UTF-8) raises ``KumulosInputError``.
     """
+    from fsspec.core import OpenFile
+
     target = resolve_path(path, parameter)
-    fmt, gzipped = detect_format(target, source_format, allowed_formats)
+    fmt = detect_format(target, source_format, allowed_formats)
     if attribute_types and fmt != "csv":
         raise KumulosInputError(
             "attribute_types",
@@ -155,15 +154,14 @@ def open_source(
             "Remove attribute_types: JSONL values keep their JSON types.",
         )
     with contextlib.ExitStack() as stack:
+        # fsspec decompresses by the name's suffix (.gz), and closes the file under the codec too.
+        opened = OpenFile(target.fs, target.path, "rb", compression="infer")
         try:
-            raw: IO[bytes] = stack.enter_context(target.open("rb"))
+            stream: IO[bytes] = stack.enter_context(opened)
         except (FileNotFoundError, IsADirectoryError):
             raise KumulosInputError(
                 parameter, f"{target} does not exist or is not a file", "Check the path and its connection."
             ) from None
-        stream = (
-            cast("IO[bytes]", stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))) if gzipped else raw
-        )
         label = f"{parameter} line"
         try:
             if fmt == "jsonl":
@@ -257,12 +255,10 @@ def _to_float(cell: str) -> float:
 
 
 def _to_bool(cell: str) -> bool:
-    word = cell.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueError("expected true/false, yes/no or 1/0")
+    value = yes_no(cell)
+    if value is None:
+        raise ValueError("expected true/false, yes/no or 1/0")
+    return value
 
 
 def _reject_constant(name: str) -> Any:

@@ -62,14 +62,24 @@ SERVER_SIDE_CURSORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def database_hook(conn_id: str) -> Any:
-    """The common-sql ``DbApiHook`` of connection ``conn_id``, or an input error naming ``sql_conn_id``."""
+def database_hook(conn_id: str, hook_params: Mapping[str, Any] | None = None) -> Any:
+    """The common-sql ``DbApiHook`` of connection ``conn_id``, built with ``hook_params`` (keyword
+    arguments of its constructor), or an input error naming ``sql_conn_id`` or ``sql_hook_params``."""
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import BaseHook
 
+    arguments = _check_hook_params(hook_params)
     connection = BaseHook.get_connection(conn_id)
     try:
-        hook = connection.get_hook()
+        hook = connection.get_hook(hook_params=arguments)
+    except TypeError as exc:
+        if not arguments:
+            raise
+        raise KumulosInputError(
+            "sql_hook_params",
+            f"the hook of connection {conn_id!r} (type {connection.conn_type!r}) refused them: {_first_line(exc)}",
+            "Pass only keyword arguments of that hook's constructor.",
+        ) from None
     except Exception as exc:  # unknown connection type, provider not installed
         raise KumulosInputError(
             "sql_conn_id",
@@ -86,6 +96,19 @@ def database_hook(conn_id: str) -> Any:
     return hook
 
 
+def _check_hook_params(hook_params: object) -> dict[str, Any]:
+    """A mapping of argument names, given to the database hook as they are."""
+    if hook_params is None:
+        return {}
+    if not isinstance(hook_params, Mapping) or not all(isinstance(key, str) and key for key in hook_params):
+        raise KumulosInputError(
+            "sql_hook_params",
+            "expected a mapping of argument names to values",
+            'Pass a dict such as {"options": "-c search_path=crm"}.',
+        )
+    return dict(hook_params)
+
+
 @contextlib.contextmanager
 def open_sql_source(
     sql: object,
@@ -95,15 +118,17 @@ def open_sql_source(
     identifier_column: str,
     with_attributes: bool,
     fetch_rows: int = FETCH_ROWS,
+    hook_params: Mapping[str, Any] | None = None,
 ) -> Iterator[Iterator[SourceRecord]]:
-    """Run ``sql`` on ``conn_id`` and yield an iterator over its rows as records, fetched lazily.
+    """Run ``sql`` on ``conn_id`` (its hook built with ``hook_params``) and yield an iterator over its
+    rows as records, fetched lazily.
 
     The query runs and its first rows are fetched here, so a refused query, a missing identifier
     column or repeated column names fail (``KumulosInputError``) before the caller sends anything.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise KumulosInputError("sql", f"{sql!r} is not a query", "Pass a SELECT statement or a .sql file.")
-    hook = database_hook(conn_id)
+    hook = database_hook(conn_id, hook_params)
     with _closed_after(hook.get_conn()) as conn:
         opener = SERVER_SIDE_CURSORS.get(type(conn).__module__.split(".")[0])
         with _closed_after(opener(conn) if opener else conn.cursor()) as cursor:

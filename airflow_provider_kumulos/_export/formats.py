@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import gzip
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -384,9 +383,12 @@ _IDENTIFIER_READERS: dict[str, Callable[[IO[bytes]], Iterator[str]]] = {
 
 @contextlib.contextmanager
 def open_decompressed(path: ObjectStoragePath, compression: str | None) -> Iterator[IO[bytes]]:
-    """Read ``path``, decompressing gzip; uncompressed files stay seekable (parquet needs that)."""
-    with path.fs.open(path.path, "rb") as raw:
-        yield gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw  # type: ignore[misc]
+    """Read ``path``, decompressed by fsspec as the export wrote it (its name need not say so);
+    uncompressed files stay seekable (parquet needs that)."""
+    from fsspec.core import OpenFile
+
+    with OpenFile(path.fs, path.path, "rb", compression=compression) as stream:
+        yield stream
 
 
 def read_identifiers(path: ObjectStoragePath, fmt: str, compression: str | None) -> Iterator[str]:

@@ -28,7 +28,12 @@ from airflow_provider_kumulos._export.select import (
 )
 from airflow_provider_kumulos._export.sinks import FileOutput, PartedOutput, XComOutput
 from airflow_provider_kumulos._progress import ProgressLogger
-from airflow_provider_kumulos._storage import check_writable, shown_path, sweep_stale_temporaries
+from airflow_provider_kumulos._storage import (
+    check_writable,
+    remove_created_folders,
+    shown_path,
+    sweep_stale_temporaries,
+)
 from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 
 if TYPE_CHECKING:
@@ -64,6 +69,8 @@ class ExportRun:
         self.resume = ResumeState(state_store if options.split_every else None, options.fingerprint())
         self.start_page, self.skip = options.start_page, 0
         self.fmt = ExportFormat(options)
+        #: Local folders this export created for its output, removed again if it fails (when empty).
+        self.created_folders: list[str] = []
         self.output: Output = self._prepare_output()
         filtering = options.updated_since is not None
         self.selector = Selector(
@@ -86,14 +93,21 @@ class ExportRun:
     # --- set-up ---------------------------------------------------------------------------
 
     def _prepare_output(self) -> Output:
+        try:
+            return self._open_output()
+        except BaseException:
+            remove_created_folders(self.created_folders)
+            raise
+
+    def _open_output(self) -> Output:
         options = self.options
         if options.output_path is None:
             return XComOutput(options.max_xcom_users)
         if options.split_every is None:
-            check_writable(options.output_path)
+            self.created_folders = check_writable(options.output_path)
             self._sweep_leftovers(options.output_path)
             return FileOutput(options.output_path, self.fmt)
-        check_writable(options.output_path / MANIFEST_NAME)
+        self.created_folders = check_writable(options.output_path / MANIFEST_NAME, given=options.output_path)
         self._sweep_leftovers(options.output_path)
         checkpoint = self.resume.load()
         if checkpoint is not None:
@@ -270,6 +284,7 @@ class ExportRun:
             output.abort(error, keep_finished=keep)
             if not keep:
                 self.resume.clear()
+        remove_created_folders(self.created_folders)
 
     def _report(self) -> None:
         counts = self.counts

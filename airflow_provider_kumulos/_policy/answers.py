@@ -7,12 +7,9 @@ Whatever client fetched it, a response is a :class:`Response`; :func:`interpret`
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
-import math
 import re
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,25 +77,19 @@ def malformed(request: Request, status: int, problem: str) -> KumulosResponseErr
     )
 
 
-def _parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent/garbled."""
+def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` as seconds from now, read by urllib3's parser (whole seconds or an HTTP date,
+    as RFC 9110 writes them); None when absent or in neither form, so that the usual backoff applies."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if value is None:
         return None
-    value = value.strip()
+    from urllib3.exceptions import InvalidHeader  # loaded with requests already; off the import path
+    from urllib3.util.retry import Retry
+
     try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if parsed.tzinfo is None:
-            return None
-        seconds = parsed.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
+        return float(Retry(0).parse_retry_after(value))
+    except InvalidHeader:
         return None
-    return max(0.0, seconds)
 
 
 def _decode_json(request: Request, response: Response) -> Any:

@@ -13,8 +13,10 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_kumulos import _compat, _policy
+from airflow_provider_kumulos._checks import yes_no
 from airflow_provider_kumulos.exceptions import KumulosConfigError, KumulosInputError
 from airflow_provider_kumulos.hooks._retry import RetrySettings
 
@@ -70,10 +72,9 @@ def _as_verify(value: Any) -> bool | str:
     if isinstance(value, bool):
         return value
     text = str(value).strip()
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
+    word = yes_no(text)
+    if word is not None:
+        return word
     if not os.path.exists(text):
         raise KumulosConfigError(
             f"Connection extra 'verify' must be true, false or the path of a CA bundle; {text!r} does not exist."
@@ -82,22 +83,30 @@ def _as_verify(value: Any) -> bool | str:
 
 
 def _base_url(host: str | None, port: int | None) -> str:
+    """The connection's host as given (``https://`` when it names no scheme), with ``port`` added when
+    the host names none; the trailing slash dropped."""
     url = (host or "").strip().rstrip("/") or _policy.DEFAULT_BASE_URL
     if "://" not in url:
         url = f"https://{url}"
-    scheme, rest = url.split("://", 1)
-    if scheme.lower() not in ("http", "https"):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
         raise KumulosConfigError(
             f"Connection host must be an http(s) base URL such as {_policy.DEFAULT_BASE_URL}, "
-            f"got scheme {scheme.lower()!r}."
+            f"got scheme {parts.scheme!r}."
         )
-    if "@" in rest.split("/", 1)[0]:
+    if "@" in parts.netloc:
         raise KumulosConfigError(
             "Connection host must not contain credentials: put the API key in login and the server key "
             "in password."
         )
-    if port and url.count(":") == 1:
-        url = f"{url}:{port}"
+    try:
+        named_port = parts.port
+    except ValueError:
+        raise KumulosConfigError(
+            f"Connection host {url!r} has a port that is not a number from 0 to 65535."
+        ) from None
+    if port and named_port is None:
+        url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
     return url
 
 

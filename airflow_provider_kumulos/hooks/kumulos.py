@@ -405,8 +405,16 @@ class KumulosCRMAsyncHook(_KumulosHookBase):
     Hooks on one event loop whose connection resolves to the same settings share one client (one
     TLS context, one connection pool) and one request gate, so a 429 pauses all of them for its
     ``Retry-After``. The client is built in a worker thread and closed when its last hook closes:
-    use the hook as ``async with``, or call :meth:`close`. Arguments as for :class:`KumulosCRMHook`
-    (``pool_size`` and ``max_requests_per_second`` aside: the shared client has its own pool).
+    use the hook as ``async with``, or call :meth:`close`.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``, as for :class:`KumulosCRMHook`.
+    :param timeout: read timeout in seconds (connection extra ``timeout``; default 60).
+    :param connect_timeout: connect timeout in seconds (extra ``connect_timeout``; default 10).
+    :param max_retries: extra attempts on 429, 5xx, network errors (extra ``max_retries``; default 5).
+    :param backoff_base: first backoff in seconds, doubled each retry (extra ``backoff_base``).
+    :param backoff_max: longest backoff in seconds (extra ``backoff_max``; default 30).
+    :param max_retry_after: cap on a server's ``Retry-After`` in seconds (default 120).
+    :param verify: TLS verification: True, False or a CA bundle path (extra ``verify``).
     """
 
     _config: ClientConfig | None = None

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kumulos._checks import (
-    check_bool,
-    check_choice,
-    check_exactly_one,
-    check_json,
-    check_number,
-    check_whole_number,
+from airflow_provider_kumulos._bulk.options import (
+    DEFAULT_MAX_REMOVAL_FRACTION,
+    DELETE,
+    SET,
+    SOURCE_FORMATS,
+    check_static,
+    renderers,
+    templated,
 )
-from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
+from airflow_provider_kumulos._checks import check_json
+from airflow_provider_kumulos._progress import DEFAULT_INTERVAL
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -35,20 +37,10 @@ if TYPE_CHECKING:
     from airflow_provider_kumulos.hooks._config import ClientConfig
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
-#: Upper bound on ``max_concurrency``: more parallel writes than this only provoke rate limiting.
-MAX_CONCURRENCY = 64
 #: The XCom key of a task's return value; the summary goes there even when the task fails.
 XCOM_RETURN_KEY = "return_value"
 
-#: Share of the users a sync state lists that one run may clear before ``remove_absent`` refuses.
-DEFAULT_MAX_REMOVAL_FRACTION = 0.5
-
 Records = tuple[Iterable["SourceRecord"], int | None]
-
-
-#: Templated arguments both attribute operators share: the file and SQL sources, the failures file.
-_SOURCE_TEMPLATE_FIELDS = ("source_path", "sql", "sql_conn_id", "sql_parameters", "failures_path")
-_SOURCE_RENDERERS = {"sql": "sql", "sql_parameters": "json"}
 
 
 class _AttributesOperator(BaseOperator):
@@ -57,79 +49,41 @@ class _AttributesOperator(BaseOperator):
     #: A ``sql`` ending in .sql is a template file, as for common-sql's SQLExecuteQueryOperator.
     template_ext = (".sql",)
 
+    #: Which operator of the list of options (``_bulk.options``) this is.
+    kind: ClassVar[str]
     #: Names the operation in progress lines, summaries and errors.
     what: ClassVar[str]
     #: Whether records carry attributes (set) or only identifiers (delete).
     with_attributes: ClassVar[bool]
-    #: File formats ``source_path`` may have.
-    formats: ClassVar[tuple[str, ...]]
     #: Whether users absent from the source are cleared (set by operators that keep a sync state).
     remove_absent = False
     max_removal_fraction = DEFAULT_MAX_REMOVAL_FRACTION
+    #: What lineage is built from (source_path, the app written to, users written), kept as plain
+    #: values until the OpenLineage listener asks.
+    _ran: tuple[Any, ClientConfig | None, int] | None = None
 
-    def __init__(
-        self,
-        *,
-        kumulos_conn_id: str,
-        source_path: Any,
-        source_format: str | None,
-        sql: str | None,
-        sql_conn_id: str | None,
-        sql_parameters: Mapping[str, Any] | list[Any] | str | None,
-        identifier_column: str,
-        max_concurrency: int,
-        max_requests_per_second: float | None,
-        max_failures: int,
-        failures_path: Any,
-        dry_run: bool,
-        progress_interval: float = DEFAULT_INTERVAL,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.progress_interval = check_interval(progress_interval)
-        #: What lineage is built from (source_path, the app written to, users written), kept as plain
-        #: values until the OpenLineage listener asks.
-        self._ran: tuple[Any, ClientConfig | None, int] | None = None
-        self.kumulos_conn_id = kumulos_conn_id
-        self.source_path = source_path
-        self.source_format = (
-            None
-            if source_format is None
-            else check_choice(
-                "source_format", source_format, self.formats, f"Use one of {', '.join(self.formats)}."
-            )
-        )
-        self.sql = sql
-        self.sql_conn_id = sql_conn_id
-        self.sql_parameters = sql_parameters
-        self.identifier_column = identifier_column
-        self.max_concurrency = check_whole_number("max_concurrency", max_concurrency, 1, MAX_CONCURRENCY)
-        self.max_requests_per_second = (
-            None
-            if max_requests_per_second is None
-            else check_number(
-                "max_requests_per_second",
-                max_requests_per_second,
-                0,
-                low_open=True,
-                fix="Pass a positive rate such as 20, or None for no cap.",
-            )
-        )
-        self.max_failures = check_whole_number("max_failures", max_failures, 0)
-        self.failures_path = failures_path
-        self.is_dry_run = check_bool("dry_run", dry_run)  # BaseOperator.dry_run() is a method
-        if not isinstance(identifier_column, str) or not identifier_column:
-            raise KumulosInputError(
-                "identifier_column", f"{identifier_column!r} is not a column name", 'Pass e.g. "identifier".'
-            )
-        if sql is None:
-            for name, value in (("sql_conn_id", sql_conn_id), ("sql_parameters", sql_parameters)):
-                if value is not None:
-                    raise KumulosInputError(name, "it only applies to a sql source", "Remove it or pass sql.")
-        elif sql_conn_id is None:
-            raise KumulosInputError(
-                "sql_conn_id", "sql was given without sql_conn_id", "Pass the id of a database connection."
-            )
+    # The options both operators take, as kept (templated ones as given, the others as checked).
+    kumulos_conn_id: str
+    user_id: Any
+    source_path: Any
+    source_format: str | None
+    sql: Any
+    sql_conn_id: Any
+    sql_parameters: Any
+    sql_hook_params: Any
+    identifier_column: str
+    max_concurrency: int
+    max_requests_per_second: float | None
+    max_failures: int
+    failures_path: Any
+    is_dry_run: bool
+    hook_params: dict[str, Any]
+    progress_interval: float
+
+    def _take_options(self, arguments: Mapping[str, Any]) -> None:
+        """Check the operator's options as given (``_bulk.options``) and keep each as an attribute."""
+        for name, value in check_static(self.kind, arguments).items():
+            setattr(self, name, value)
 
     # --- what subclasses provide ----------------------------------------------------------------
 
@@ -169,10 +123,21 @@ class _AttributesOperator(BaseOperator):
                     'a mapping such as {"segment": "vip"} or a list of values',
                 )
             )
+            hook_params = (
+                None
+                if self.sql_hook_params is None
+                else check_json(
+                    "sql_hook_params",
+                    self.sql_hook_params,
+                    Mapping,
+                    'a mapping of the database hook\'s arguments such as {"options": "-c search_path=crm"}',
+                )
+            )
             with open_sql_source(
                 self.sql,
                 conn_id=str(self.sql_conn_id),
                 parameters=parameters,
+                hook_params=hook_params,
                 identifier_column=self.identifier_column,
                 with_attributes=self.with_attributes,
             ) as records:
@@ -186,7 +151,7 @@ class _AttributesOperator(BaseOperator):
         with open_source(
             self.source_path,
             source_format=self.source_format,
-            allowed_formats=self.formats,
+            allowed_formats=SOURCE_FORMATS[self.kind],
             identifier_column=self.identifier_column,
             attribute_types=self._attribute_types(),
             with_attributes=self.with_attributes,
@@ -208,6 +173,7 @@ class _AttributesOperator(BaseOperator):
                 self.kumulos_conn_id,
                 pool_size=self.max_concurrency,
                 max_requests_per_second=self.max_requests_per_second,
+                **self.hook_params,
             )
             try:
                 with self._sync_state(hook) as state:
@@ -266,37 +232,57 @@ class _AttributesOperator(BaseOperator):
 class SetAttributesOperator(_AttributesOperator):
     """Set Kumulos user attributes for one user or many (records, a JSONL/CSV file, a query), concurrently.
 
-    Give exactly one of: ``user_id`` with ``attributes`` (one user); ``records``, a list of
-    ``{"identifier": ..., "attributes": {...}}`` (e.g. an upstream task's XCom, or a template rendering
-    JSON); ``source_path``, a JSONL or CSV file (optionally ``.gz``) on any object storage, streamed;
-    or ``sql`` with ``sql_conn_id`` (and optionally ``sql_parameters``), a query on any database
-    connection whose rows (identifier column + one column per attribute) are streamed.
-    Each PUT replaces the user's attribute set (creating the user if missing); ``merge=True`` first
-    reads the current attributes and overlays the new keys. Returns a summary (counts, first
-    errors, never attribute values); fails when more than ``max_failures`` records failed, after
-    writing them to ``failures_path`` (JSONL you can pass back as ``source_path``). A progress line
-    goes to the task log every ``progress_interval`` seconds (default 10). With ``sync_state_path``
-    only records whose attributes changed since the last successful sync are sent, and with
-    ``remove_absent`` users who left the source lose the keys this sync manages. See
-    docs/attributes.md for every parameter.
+    Give exactly one of: ``user_id`` with ``attributes``, ``records``, ``source_path``, or ``sql``.
+    Each PUT replaces the user's attribute set (creating the user if missing). Returns a summary
+    (counts, first errors, never attribute values); fails when more than ``max_failures`` records
+    failed, after writing them to ``failures_path``. See docs/attributes.md.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
+    :param user_id: one user's identifier; goes with ``attributes``. Templated.
+    :param attributes: the JSON object to set on ``user_id`` (a dict, or a template rendering one). Templated.
+    :param records: a list of ``{"identifier": ..., "attributes": {...}}``: a list, an XComArg, or a
+        template rendering a JSON array. Templated.
+    :param source_path: JSONL or CSV file (optionally ``.gz``), local path or object-storage URL,
+        streamed. Templated.
+    :param source_format: ``"jsonl"`` or ``"csv"``; by default told from the file name.
+    :param sql: a query whose rows are the records (identifier column + one column per attribute);
+        a value ending in ``.sql`` is read as a template file. Templated.
+    :param sql_conn_id: with ``sql``: any connection whose hook is a common-sql ``DbApiHook``. Templated.
+    :param sql_parameters: with ``sql``: values bound by the driver, a list or a mapping. Templated.
+    :param sql_hook_params: with ``sql``: keyword arguments for the database hook's constructor
+        (e.g. ``{"options": "-c search_path=crm"}`` for Postgres). Templated.
+    :param identifier_column: the identifier's key in records and JSONL lines, its column in CSV and SQL.
+    :param attribute_types: CSV only: column name -> ``"str"``, ``"int"``, ``"float"``, ``"bool"`` or ``"json"``.
+    :param merge: read each user's attributes first and overlay the new keys.
+    :param max_concurrency: workers sending requests at once, 1 to 64.
+    :param max_requests_per_second: optional cap on the request rate of the whole task.
+    :param max_failures: the task fails when more records than this failed.
+    :param failures_path: JSONL file (``.jsonl`` or ``.jsonl.gz``) receiving the failed records, which
+        can be passed back as ``source_path``. Templated.
+    :param dry_run: validate every record and report what would be sent; send nothing.
+    :param sync_state_path: file keeping what the last sync sent: only changed records are sent. Templated.
+    :param full_refresh: with ``sync_state_path``: send every record and rewrite the state.
+    :param remove_absent: with ``sync_state_path``: users that left the source lose the keys this sync manages.
+    :param max_removal_fraction: ``remove_absent`` refuses when more than this share (0 to 1) of the
+        synced users would be cleared.
+    :param hook_params: arguments for the Kumulos hook (``timeout``, ``connect_timeout``,
+        ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``, ``verify``), each
+        overriding the connection extra of the same name; checked when the task is built.
+    :param progress_interval: seconds between progress lines in the task log (default 10).
     """
 
-    template_fields = (
-        "kumulos_conn_id",
-        "user_id",
-        "attributes",
-        "records",
-        *_SOURCE_TEMPLATE_FIELDS,
-        "sync_state_path",
-    )
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        "attributes": "json",
-        "records": "json",
-        **_SOURCE_RENDERERS,
-    }
+    kind = SET
+    # Its own options, as kept.
+    attributes: Any
+    records: Any
+    attribute_types: dict[str, str] | None
+    merge: bool
+    sync_state_path: Any
+    full_refresh: bool
+    template_fields = templated(SET)
+    template_fields_renderers: ClassVar[dict[str, str]] = renderers(SET)
     what = "set attributes"
     with_attributes = True
-    formats = ("jsonl", "csv")
 
     def __init__(
         self,
@@ -310,6 +296,7 @@ class SetAttributesOperator(_AttributesOperator):
         sql: str | None = None,
         sql_conn_id: str | None = None,
         sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
+        sql_hook_params: Mapping[str, Any] | str | None = None,
         identifier_column: str = "identifier",
         attribute_types: Mapping[str, str] | None = None,
         merge: bool = False,
@@ -322,62 +309,12 @@ class SetAttributesOperator(_AttributesOperator):
         full_refresh: bool = False,
         remove_absent: bool = False,
         max_removal_fraction: float = DEFAULT_MAX_REMOVAL_FRACTION,
+        hook_params: Mapping[str, Any] | None = None,
+        progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kumulos_conn_id=kumulos_conn_id,
-            source_path=source_path,
-            source_format=source_format,
-            sql=sql,
-            sql_conn_id=sql_conn_id,
-            sql_parameters=sql_parameters,
-            identifier_column=identifier_column,
-            max_concurrency=max_concurrency,
-            max_requests_per_second=max_requests_per_second,
-            max_failures=max_failures,
-            failures_path=failures_path,
-            dry_run=dry_run,
-            **kwargs,
-        )
-        self.sync_state_path = sync_state_path
-        self.full_refresh = check_bool("full_refresh", full_refresh)
-        self.remove_absent = check_bool("remove_absent", remove_absent)
-        self.max_removal_fraction = check_number("max_removal_fraction", max_removal_fraction, 0.0, 1.0)
-        if sync_state_path is None and (full_refresh or remove_absent):
-            given = "full_refresh" if full_refresh else "remove_absent"
-            raise KumulosInputError(
-                given, "it needs a sync state", f"Pass sync_state_path, or remove {given}."
-            )
-        check_exactly_one(
-            {
-                "user_id": user_id is not None or attributes is not None,
-                "records": records is not None,
-                "source_path": source_path is not None,
-                "sql": sql is not None,
-            },
-            "Pass exactly one of: user_id with attributes (one user), records (a list), source_path (a file), "
-            "sql (a query).",
-        )
-        if (user_id is None) != (attributes is None):
-            missing, given = ("attributes", "user_id") if attributes is None else ("user_id", "attributes")
-            raise KumulosInputError(
-                missing, f"{given} was given without {missing}", "Pass user_id and attributes together."
-            )
-        if attribute_types is not None:
-            from airflow_provider_kumulos._bulk.sources import check_attribute_types
-
-            if source_path is None:
-                raise KumulosInputError(
-                    "attribute_types",
-                    "it only applies to a CSV source_path",
-                    "Remove it or pass source_path.",
-                )
-            attribute_types = check_attribute_types(attribute_types)
-        self.user_id = user_id
-        self.attributes = attributes
-        self.records = records
-        self.attribute_types = attribute_types
-        self.merge = check_bool("merge", merge)
+        super().__init__(**kwargs)
+        self._take_options(locals())  # the parameters, read by name from the list of options
 
     def _attribute_types(self) -> dict[str, str] | None:
         return None if self.attribute_types is None else dict(self.attribute_types)
@@ -472,16 +409,40 @@ class SetAttributesOperator(_AttributesOperator):
 class DeleteAttributesOperator(_AttributesOperator):
     """Delete every attribute of one user or many (``user_ids``, a JSONL/CSV/text file, a query), concurrently.
 
-    Kumulos answers 400 for a user that does not exist; with ``missing_ok=True`` (default) that counts
-    as done (``missing`` in the summary), so re-running a delete is harmless. Same concurrency,
-    failures file, ``max_failures``, dry run and ``progress_interval`` as :class:`SetAttributesOperator`.
+    Give exactly one of ``user_id``, ``user_ids``, ``source_path`` or ``sql``. Kumulos answers 400 for
+    a user that does not exist; with ``missing_ok`` that counts as done, so re-running a delete is
+    harmless. Returns a summary as :class:`SetAttributesOperator` does.
+
+    :param kumulos_conn_id: Airflow connection of type ``kumulos``. Templated.
+    :param user_id: one user's identifier. Templated.
+    :param user_ids: a list of identifiers: a list, an XComArg, or a template rendering a JSON array. Templated.
+    :param source_path: ``.txt`` (one identifier per line), ``.jsonl`` or ``.csv`` file, optionally
+        ``.gz``, local path or object-storage URL, streamed. Templated.
+    :param source_format: ``"jsonl"``, ``"csv"`` or ``"txt"``; by default told from the file name.
+    :param sql: a query whose identifier column names the users; a value ending in ``.sql`` is read
+        as a template file. Templated.
+    :param sql_conn_id: with ``sql``: any connection whose hook is a common-sql ``DbApiHook``. Templated.
+    :param sql_parameters: with ``sql``: values bound by the driver, a list or a mapping. Templated.
+    :param sql_hook_params: with ``sql``: keyword arguments for the database hook's constructor. Templated.
+    :param missing_ok: a user that does not exist counts as done (``missing`` in the summary).
+    :param max_concurrency: workers sending requests at once, 1 to 64.
+    :param max_requests_per_second: optional cap on the request rate of the whole task.
+    :param max_failures: the task fails when more records than this failed.
+    :param failures_path: JSONL file receiving the failed identifiers. Templated.
+    :param dry_run: validate every identifier and report what would be sent; send nothing.
+    :param identifier_column: the identifier's key (JSONL) or column (CSV, SQL).
+    :param hook_params: arguments for the Kumulos hook, as for :class:`SetAttributesOperator`.
+    :param progress_interval: seconds between progress lines in the task log (default 10).
     """
 
-    template_fields = ("kumulos_conn_id", "user_id", "user_ids", *_SOURCE_TEMPLATE_FIELDS)
-    template_fields_renderers: ClassVar[dict[str, str]] = {"user_ids": "json", **_SOURCE_RENDERERS}
+    kind = DELETE
+    # Its own options, as kept.
+    user_ids: Any
+    missing_ok: bool
+    template_fields = templated(DELETE)
+    template_fields_renderers: ClassVar[dict[str, str]] = renderers(DELETE)
     what = "delete attributes"
     with_attributes = False
-    formats = ("jsonl", "csv", "txt")
 
     def __init__(
         self,
@@ -494,42 +455,20 @@ class DeleteAttributesOperator(_AttributesOperator):
         sql: str | None = None,
         sql_conn_id: str | None = None,
         sql_parameters: Mapping[str, Any] | list[Any] | str | None = None,
+        sql_hook_params: Mapping[str, Any] | str | None = None,
+        identifier_column: str = "identifier",
         missing_ok: bool = True,
         max_concurrency: int = 8,
         max_requests_per_second: float | None = None,
         max_failures: int = 0,
         failures_path: Any = None,
         dry_run: bool = False,
-        identifier_column: str = "identifier",
+        hook_params: Mapping[str, Any] | None = None,
+        progress_interval: float = DEFAULT_INTERVAL,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kumulos_conn_id=kumulos_conn_id,
-            source_path=source_path,
-            source_format=source_format,
-            sql=sql,
-            sql_conn_id=sql_conn_id,
-            sql_parameters=sql_parameters,
-            identifier_column=identifier_column,
-            max_concurrency=max_concurrency,
-            max_requests_per_second=max_requests_per_second,
-            max_failures=max_failures,
-            failures_path=failures_path,
-            dry_run=dry_run,
-            **kwargs,
-        )
-        check_exactly_one(
-            {
-                "user_id": user_id is not None,
-                "user_ids": user_ids is not None,
-                "source_path": source_path is not None,
-                "sql": sql is not None,
-            },
-            "Pass exactly one of: user_id (one user), user_ids (a list), source_path (a file), sql (a query).",
-        )
-        self.user_id = user_id
-        self.user_ids = user_ids
-        self.missing_ok = check_bool("missing_ok", missing_ok)
+        super().__init__(**kwargs)
+        self._take_options(locals())  # the parameters, read by name from the list of options
 
     def _given_records(self) -> Records:
         from airflow_provider_kumulos import _policy

@@ -21,6 +21,7 @@ from airflow_provider_kumulos._export.options import (
     check_static,
 )
 from airflow_provider_kumulos._progress import DEFAULT_INTERVAL, check_interval
+from airflow_provider_kumulos.hooks._params import SYNC_PARAMS, check_hook_params
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -65,7 +66,9 @@ class ExportUsersOperator(BaseOperator):
         of the first page). Templated.
     :param max_concurrency: requests to Kumulos in flight at once (1..8, default 2): the next
         pages are fetched while the current one is written, in page order.
-    :param hook_params: extra ``KumulosCRMHook`` arguments (``timeout``, ``max_retries``...).
+    :param hook_params: arguments for ``KumulosCRMHook`` (``timeout``, ``connect_timeout``,
+        ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``, ``verify``,
+        ``pool_size``, ``max_requests_per_second``); checked when the operator is built.
     :param progress_interval: seconds between progress lines in the task log (default 10).
 
     The export options (every parameter but ``kumulos_conn_id``, ``hook_params`` and
@@ -105,7 +108,7 @@ class ExportUsersOperator(BaseOperator):
         for name, value in options.items():
             setattr(self, name, value)
         self.kumulos_conn_id = kumulos_conn_id
-        self.hook_params = dict(hook_params or {})
+        self.hook_params = check_hook_params(hook_params, SYNC_PARAMS)
         self.progress_interval = check_interval(progress_interval)
         #: What lineage is built from, kept as plain values until the OpenLineage listener asks.
         self._ran: tuple[ClientConfig, ExportOptions, ExportFormat, Any] | None = None
@@ -156,7 +159,7 @@ def plan_export_partitions(
     from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
     check_plan_arguments(partitions, pages_per_partition, page_size)
-    hook = KumulosCRMHook(kumulos_conn_id, **(hook_params or {}))
+    hook = KumulosCRMHook(kumulos_conn_id, **check_hook_params(hook_params, SYNC_PARAMS))
     try:
         total_users = hook.fetch_users_page(1, 1).total_users
     finally:

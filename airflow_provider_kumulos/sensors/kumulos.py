@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_kumulos import _compat, _policy
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosUserNotFoundError
+from airflow_provider_kumulos.hooks._params import SHARED_PARAMS, check_hook_params
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMHook
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class KumulosUserSensor(BaseSensorOperator):
         None waits for the user only.
     :param deferrable: wait in the triggerer instead of a worker slot (default: the
         ``[operators] default_deferrable`` setting).
+    :param hook_params: arguments for the hook, here and in the trigger when deferred: ``timeout``,
+        ``connect_timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_after``,
+        ``verify`` (each overrides the connection extra of the same name). Checked when the sensor is
+        built; not templated.
     """
 
     template_fields: Sequence[str] = ("user_id", "kumulos_conn_id", "attributes_match")
@@ -47,6 +52,7 @@ class KumulosUserSensor(BaseSensorOperator):
         kumulos_conn_id: str = KumulosCRMHook.default_conn_name,
         attributes_match: dict[str, Any] | None = None,
         deferrable: bool = _compat.conf().getboolean("operators", "default_deferrable", fallback=False),
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,11 +60,12 @@ class KumulosUserSensor(BaseSensorOperator):
         self.kumulos_conn_id = kumulos_conn_id
         self.attributes_match = attributes_match
         self.deferrable = deferrable
+        self.hook_params = check_hook_params(hook_params, SHARED_PARAMS)
 
     @cached_property
     def hook(self) -> KumulosCRMHook:
         """The hook every poke of this task uses (one pooled session)."""
-        return KumulosCRMHook(self.kumulos_conn_id)
+        return KumulosCRMHook(self.kumulos_conn_id, **self.hook_params)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One check: done with the attributes, not yet, or raise for a failure waiting cannot fix."""
@@ -69,13 +76,18 @@ class KumulosUserSensor(BaseSensorOperator):
             if not _policy.keeps_waiting(exc):
                 raise
             if isinstance(exc, KumulosUserNotFoundError):
-                self.log.info("The Kumulos user does not exist yet.")
+                self.log.info("Kumulos user %r does not exist yet.", self.user_id)
             else:
                 self.log.warning("Kumulos still failing after retries, will check again: %s", exc)
             return PokeReturnValue(is_done=False)
         if not _policy.attributes_satisfy(attributes, expected):
-            self.log.info("The Kumulos user exists; its attributes do not match yet.")
+            self.log.info(
+                "Kumulos user %r exists; attributes %s do not match yet.",
+                self.user_id,
+                ", ".join(sorted(expected or ())),
+            )
             return PokeReturnValue(is_done=False)
+        self.log.info("Found Kumulos user %r%s.", self.user_id, _matching(expected))
         return PokeReturnValue(is_done=True, xcom_value=attributes)
 
     def execute(self, context: Context) -> Any:
@@ -95,27 +107,53 @@ class KumulosUserSensor(BaseSensorOperator):
     def _defer(self, remaining: float) -> None:
         from airflow_provider_kumulos.triggers.kumulos import KumulosUserTrigger
 
+        end_time = time.time() + remaining
+        self.log.info(
+            "Deferring the wait for Kumulos user %r to the triggerer: next check within %s s, "
+            "then every %s s; timeout at %s (in %s s).",
+            self.user_id,
+            _seconds(self.poke_interval),
+            _seconds(self.poke_interval),
+            datetime.fromtimestamp(end_time, timezone.utc).isoformat(timespec="seconds"),
+            _seconds(remaining),
+        )
         self.defer(
             trigger=KumulosUserTrigger(
                 user_id=self.user_id,
                 kumulos_conn_id=self.kumulos_conn_id,
                 poke_interval=self.poke_interval,
                 attributes_match=self.attributes_match,
-                end_time=time.time() + remaining,
+                end_time=end_time,
+                hook_params=self.hook_params,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=remaining),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume after the trigger: the attributes on success, else the same error the sync path raises."""
+        """Resume after the trigger: on success read the attributes (the event carries none), else
+        raise the same error the sync path raises."""
         from airflow_provider_kumulos.triggers.kumulos import SUCCESS, TIMEOUT
 
         event = event or {}
         if event.get("status") == SUCCESS:
-            return event.get("attributes")
+            self.log.info("The triggerer found Kumulos user %r; reading its attributes.", self.user_id)
+            try:
+                return self.hook.get_attributes(self.user_id)
+            finally:
+                self.hook.close()
         if event.get("status") == TIMEOUT:
             raise _compat.sensor_timeout(str(event.get("message", "Timed out waiting for the Kumulos user.")))
         raise KumulosError.from_dict(
             event.get("error") or {"message": f"Unexpected trigger event {event!r}."}
         )
+
+
+def _matching(expected: dict[str, Any] | None) -> str:
+    """`` with matching <names>`` for a log line, naming the attributes checked but not their values."""
+    return f" with matching {', '.join(sorted(expected))}" if expected else ""
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a log line: whole numbers without a fraction, others to a tenth."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

@@ -238,7 +238,13 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
         '200 `{"requests": [...]}`: method, raw and decoded path, query, headers, body, status, fault',
         _list_requests,
     ),
-    AdminRoute("DELETE", "/requests", _NONE, "204, the request log emptied", _clear_requests),
+    AdminRoute(
+        "DELETE",
+        "/requests",
+        _NONE,
+        "204: the request log emptied and the `/stats` counts zeroed (users and faults stay)",
+        _clear_requests,
+    ),
     AdminRoute(
         "POST",
         "/faults",
@@ -258,7 +264,14 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
         '200 `{"users": N}`: users regenerated, faults and log cleared',
         _reset,
     ),
-    AdminRoute("GET", "/stats", _NONE, "200 request counts by method and status, faults, users", _stats),
+    AdminRoute(
+        "GET",
+        "/stats",
+        _NONE,
+        "200 request counts by method and status and injected faults, since the start or the last "
+        "`DELETE /_emulator/requests` or reset; users; pending faults",
+        _stats,
+    ),
 )
 
 

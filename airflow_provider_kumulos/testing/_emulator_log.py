@@ -69,7 +69,7 @@ class RecordedRequest:
 
 
 class RequestLog:
-    """Thread-safe bounded log of API requests plus counters that survive :meth:`clear`."""
+    """Thread-safe bounded log of API requests plus counters that count past its bound."""
 
     def __init__(self, max_entries: int) -> None:
         self._lock = threading.Lock()
@@ -92,9 +92,11 @@ class RequestLog:
             return list(self._entries)
 
     def clear(self) -> None:
-        """Empty the log (the counters keep counting)."""
+        """Empty the log and zero the counters, so that both describe the requests since."""
         with self._lock:
             self._entries.clear()
+            self._by_status.clear()
+            self._faults.clear()
 
     def stats(self) -> dict[str, Any]:
         """Request counts by ``"METHOD STATUS"`` (``dropped`` for no answer) and faults by kind."""

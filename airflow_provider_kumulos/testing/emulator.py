@@ -214,7 +214,7 @@ class KumulosEmulator:
         return self._log.entries()
 
     def clear_requests(self) -> None:
-        """Empty the request log."""
+        """Empty the request log and zero the counts :meth:`stats` reports."""
         self._log.clear()
 
     def stats(self) -> dict[str, Any]:

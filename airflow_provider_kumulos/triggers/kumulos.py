@@ -18,6 +18,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kumulos import _policy
 from airflow_provider_kumulos.exceptions import KumulosError
+from airflow_provider_kumulos.hooks._params import SHARED_PARAMS, check_hook_params
 from airflow_provider_kumulos.hooks.kumulos import KumulosCRMAsyncHook
 
 #: ``status`` values of the single event the trigger fires.
@@ -27,17 +28,21 @@ SUCCESS, TIMEOUT, ERROR = "success", "timeout", "error"
 class KumulosUserTrigger(BaseTrigger):
     """Poll a user's attributes every ``poke_interval`` seconds until the user exists (and matches).
 
-    Fires exactly one event: ``{"status": "success", "attributes": {...}}``; ``{"status": "timeout",
-    "message": ...}`` once ``end_time`` (epoch seconds) passes; or ``{"status": "error", "error":
-    {...}}`` (the error's :meth:`~airflow_provider_kumulos.exceptions.KumulosError.to_dict`) for a
-    failure that waiting cannot fix. A missing user, or a transient failure that outlived the
-    connection's retries, means "not yet". Credentials are read inside :meth:`run`, never serialised.
+    Fires exactly one event: ``{"status": "success", "user_id": ...}`` (no attribute values: Airflow
+    logs every event, and attributes are user data); ``{"status": "timeout", "message": ...}`` once
+    ``end_time`` (epoch seconds) passes; or ``{"status": "error", "error": {...}}`` (the error's
+    :meth:`~airflow_provider_kumulos.exceptions.KumulosError.to_dict`) for a failure that waiting
+    cannot fix. A missing user, or a transient failure that outlived the connection's retries, means
+    "not yet". Credentials are read inside :meth:`run`, never serialised.
 
     :param user_id: the Kumulos user identifier to wait for.
     :param kumulos_conn_id: Airflow connection of type ``kumulos``.
     :param poke_interval: seconds between checks; the first comes at a random moment within it.
     :param attributes_match: attribute values the user must also have (None: any).
     :param end_time: epoch seconds after which the trigger gives up with a timeout event.
+    :param hook_params: arguments for :class:`~airflow_provider_kumulos.hooks.kumulos.KumulosCRMAsyncHook`
+        (``timeout``, ``max_retries``...: each overrides the connection extra of the same name);
+        primitives, serialised with the trigger. Bad ones fire an error event before any request.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class KumulosUserTrigger(BaseTrigger):
         poke_interval: float = 60.0,
         attributes_match: dict[str, Any] | None = None,
         end_time: float | None = None,
+        hook_params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.user_id = user_id
@@ -54,6 +60,7 @@ class KumulosUserTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.attributes_match = attributes_match
         self.end_time = end_time
+        self.hook_params = {} if hook_params is None else hook_params
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs (no credentials: only the connection id)."""
@@ -65,6 +72,7 @@ class KumulosUserTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "attributes_match": self.attributes_match,
                 "end_time": self.end_time,
+                "hook_params": self.hook_params,
             },
         )
 
@@ -89,8 +97,9 @@ class KumulosUserTrigger(BaseTrigger):
         """
         _policy.check_user_id(self.user_id)
         expected = _policy.check_attributes_match(self.attributes_match)
+        hook_params = check_hook_params(self.hook_params, SHARED_PARAMS)
         loop = asyncio.get_running_loop()
-        async with KumulosCRMAsyncHook(self.kumulos_conn_id) as hook:
+        async with KumulosCRMAsyncHook(self.kumulos_conn_id, **hook_params) as hook:
             next_check = loop.time() + random.uniform(0, self.poke_interval)
             while True:
                 remaining = None if self.end_time is None else self.end_time - time.time()
@@ -98,7 +107,8 @@ class KumulosUserTrigger(BaseTrigger):
                 await asyncio.sleep(max(0.0, delay if remaining is None else min(delay, remaining)))
                 attributes = await self._attributes_or_none(hook)
                 if attributes is not None and _policy.attributes_satisfy(attributes, expected):
-                    return {"status": SUCCESS, "attributes": attributes}
+                    self.log.info("Found Kumulos user %r.", self.user_id)
+                    return {"status": SUCCESS, "user_id": self.user_id}
                 if self.end_time is not None and self.end_time - time.time() <= 0:
                     return {
                         "status": TIMEOUT,

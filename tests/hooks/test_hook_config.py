@@ -57,6 +57,9 @@ def test_defaults(connect: Callable[..., KumulosCRMHook]) -> None:
         ("http://127.0.0.1", 8080, "http://127.0.0.1:8080"),
         ("http://127.0.0.1:9000", 8080, "http://127.0.0.1:9000"),
         ("  HTTPS://eu.example.com  ", None, "HTTPS://eu.example.com"),
+        ("https://proxy.example.com/kumulos/", 8443, "https://proxy.example.com:8443/kumulos"),
+        ("http://[::1]", 8080, "http://[::1]:8080"),
+        ("http://[::1]:9000", 8080, "http://[::1]:9000"),
     ],
 )
 def test_base_url_forms(
@@ -169,6 +172,8 @@ def test_undefined_connection_is_a_config_error(undefined_conn_id: str) -> None:
     ("conn", "message"),
     [
         ({"host": "ftp://files.example.com"}, "got scheme 'ftp'"),
+        ({"host": "https://crm.example.com:https"}, "has a port that is not a number"),
+        ({"host": "https://crm.example.com:70000"}, "has a port that is not a number"),
         ({"extra": {"timeout": "soon"}}, "'timeout' must be a number of seconds"),
         ({"extra": {"connect_timeout": 0}}, "'connect_timeout' must be > 0"),
         ({"extra": {"max_retries": "many"}}, "must be numbers >= 0"),
@@ -182,6 +187,16 @@ def test_bad_settings_are_config_errors(
 ) -> None:
     with pytest.raises(KumulosConfigError, match=message):
         connect({"login": "k", "password": "s", **conn}).get_users_page(1, 1)
+
+
+@pytest.mark.parametrize(
+    ("word", "verify"),
+    [("true", True), (" Yes ", True), ("Y", True), ("1", True), ("FALSE", False), ("n", False)],
+)
+def test_verify_extra_reads_yes_and_no_words(
+    connect: Callable[..., KumulosCRMHook], word: str, verify: bool
+) -> None:
+    assert connect({"login": "k", "password": "s", "extra": {"verify": word}}).config.verify is verify
 
 
 def test_credentials_in_the_host_are_refused_without_echoing_them(

@@ -334,6 +334,28 @@ INPUT_ERRORS: list[tuple[dict[str, Any], str, str]] = [
         "'parquet' is not a valid choice. Use one of jsonl, csv",
     ),
     ({"records": [], "merge": "yes"}, "merge", "is not a bool"),
+    (
+        {"records": [], "hook_params": {"pool_size": 4}},
+        "hook_params",
+        "'pool_size' is set by this task's own argument max_concurrency. Remove 'pool_size' from "
+        "hook_params and pass max_concurrency.",
+    ),
+    (
+        {"records": [], "hook_params": {"max_requests_per_second": 4}},
+        "hook_params",
+        "'max_requests_per_second' is set by this task's own argument max_requests_per_second",
+    ),
+    (
+        {"records": [], "hook_params": {"retries": 4}},
+        "hook_params",
+        "'retries' is not a hook argument this task passes on. Use only timeout, connect_timeout, "
+        "max_retries, backoff_base, backoff_max, max_retry_after, verify.",
+    ),
+    (
+        {"records": [], "hook_params": {"timeout": "30"}},
+        "hook_params['timeout']",
+        "'30' is not a number of seconds > 0",
+    ),
 ]
 
 
@@ -507,6 +529,7 @@ def test_delete_dry_run_sends_nothing(kumulos_connection: KumulosEmulator) -> No
         ({"user_ids": "a"}, "user_ids", "a string that is not valid JSON"),
         ({"user_ids": [""], "dry_run": "no"}, "dry_run", "is not a bool"),
         ({"user_id": "a", "missing_ok": 1}, "missing_ok", "is not a bool"),
+        ({"user_id": "a", "hook_params": {"max_retries": -1}}, "hook_params['max_retries']", ">= 0"),
     ],
 )
 def test_delete_refuses_bad_arguments_before_any_request(

@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from attributes_support import read_jsonl, run
 
+from airflow_provider_kumulos.exceptions import KumulosError
 from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 from airflow_provider_kumulos.testing.emulator import KumulosEmulator
 
@@ -123,3 +125,20 @@ def test_unusable_list_items_are_kept_as_json_text(
         ("records[1]", ["b", {"n": 2}]),
         ("records[2]", {"id": "c", "attributes": {"n": 3}}),
     ]
+
+
+def test_a_line_without_a_readable_identifier_is_named_so_in_errors_and_logs(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "users.jsonl"
+    source.write_text("\n".join(JSONL_LINES) + "\n")
+    with pytest.raises(KumulosError) as caught:
+        run(SetAttributesOperator(task_id="t", source_path=str(source), max_failures=0))
+    message = str(caught.value)
+    assert "source_path line 3 (no identifier could be read): KumulosInputError (not sent)" in message
+    assert "source_path line 4 (no identifier could be read): KumulosInputError (not sent)" in message
+    assert "source_path line 5 'd': KumulosInputError (not sent)" in message
+    assert "None" not in message
+    (logged,) = [line for line in capsys.readouterr().out.splitlines() if "First failures" in line]
+    assert "source_path line 3 (no identifier could be read): KumulosInputError (not sent)" in logged
+    assert "None" not in logged

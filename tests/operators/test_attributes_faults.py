@@ -41,6 +41,18 @@ def test_scripted_503s_are_retried_and_every_user_is_written_once(fast_retries: 
     assert (summary["failed"], summary["retries"], summary["requests"]) == (0, 12, 42)
 
 
+def test_hook_params_override_the_connection_settings(fast_retries: KumulosEmulator) -> None:
+    # The connection allows 10 retries; hook_params allow none, so the one 503 fails its record.
+    emu = fast_retries
+    emu.script_faults([Fault.status_code(503)], method="PUT")
+    op = SetAttributesOperator(
+        task_id="t", records=records(3), max_concurrency=1, max_failures=1, hook_params={"max_retries": 0}
+    )
+    summary = op.execute({})
+    assert (summary["succeeded"], summary["failed"], summary["retries"]) == (2, 1, 0)
+    assert Counter(r.status for r in emu.requests) == Counter({200: 2, 503: 1})
+
+
 def test_random_5xx_429_and_dropped_connections_lose_and_duplicate_nothing(
     fast_retries: KumulosEmulator,
 ) -> None:

@@ -286,6 +286,12 @@ def test_results_without_usable_columns_fail_before_any_request(
             "only applies to a sql",
         ),
         (
+            DeleteAttributesOperator,
+            {"user_ids": [], "sql_hook_params": {"schema": "crm"}},
+            "sql_hook_params",
+            "only applies to a sql",
+        ),
+        (
             SetAttributesOperator,
             {"sql": "SELECT 1", "sql_conn_id": "w", "attribute_types": {"a": "int"}},
             "attribute_types",
@@ -313,6 +319,48 @@ def test_sql_parameters_that_are_not_a_list_or_mapping_fail_before_any_request(
         )
     assert caught.value.parameter == "sql_parameters"
     assert kumulos_connection.requests == []
+
+
+@pytest.mark.parametrize(
+    ("sql_hook_params", "problem"),
+    [
+        ("5", "expected a mapping of the database hook's arguments"),
+        ("{oops", "a string that is not valid JSON"),
+        ({1: "x"}, "expected a mapping of argument names to values"),
+    ],
+)
+def test_sql_hook_params_that_are_not_a_mapping_of_names_fail_before_any_request(
+    kumulos_connection: KumulosEmulator, warehouse: Warehouse, sql_hook_params: Any, problem: str
+) -> None:
+    op = SetAttributesOperator(
+        task_id="t", sql="SELECT 1 AS identifier", sql_conn_id="warehouse", sql_hook_params=sql_hook_params
+    )
+    with pytest.raises(KumulosInputError) as caught:
+        run(op)
+    assert caught.value.parameter == "sql_hook_params"
+    assert problem in str(caught.value)
+    assert kumulos_connection.requests == []
+
+
+def test_sql_hook_params_the_hook_does_not_take_fail_before_any_request(
+    kumulos_connection: KumulosEmulator,
+) -> None:
+    # The Kumulos hook takes no such argument: building it fails, and the error names sql_hook_params.
+    op = SetAttributesOperator(
+        task_id="t", sql="SELECT 1", sql_conn_id="kumulos_default", sql_hook_params={"schema": "crm"}
+    )
+    with pytest.raises(KumulosInputError) as caught:
+        run(op)
+    assert caught.value.parameter == "sql_hook_params"
+    assert "the hook of connection 'kumulos_default' (type 'kumulos') refused them" in str(caught.value)
+    assert "schema" in str(caught.value)
+    assert kumulos_connection.requests == []
+
+
+def test_sql_hook_params_are_templated_and_shown_as_json() -> None:
+    for operator in (SetAttributesOperator, DeleteAttributesOperator):
+        assert "sql_hook_params" in operator.template_fields
+        assert operator.template_fields_renderers["sql_hook_params"] == "json"
 
 
 # --- parameters, deletes, streaming -----------------------------------------------------------------

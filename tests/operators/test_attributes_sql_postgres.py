@@ -104,6 +104,26 @@ def warehouse(postgres_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         yield db
 
 
+def test_sql_hook_params_reach_the_database_hook(kumulos_connection: KumulosEmulator, warehouse: Any) -> None:
+    # The table lives in schema crm; only the search_path that sql_hook_params set makes it visible.
+    with warehouse.cursor() as cursor:
+        cursor.execute(
+            "DROP SCHEMA IF EXISTS crm CASCADE; CREATE SCHEMA crm;"
+            "CREATE TABLE crm.segments (id text, tier text); INSERT INTO crm.segments VALUES ('u-1', 'gold')"
+        )
+    query = {
+        "task_id": "t",
+        "sql": "SELECT id, tier FROM segments",
+        "sql_conn_id": CONN_ID,
+        "identifier_column": "id",
+    }
+    with pytest.raises(KumulosInputError, match='relation "segments" does not exist'):
+        run(SetAttributesOperator(**query))
+    summary = run(SetAttributesOperator(**query, sql_hook_params={"options": "-c search_path=crm"}))
+    assert (summary["succeeded"], summary["failed"]) == (1, 0)
+    assert kumulos_connection.get_attributes("u-1") == {"tier": "gold"}
+
+
 def test_postgres_values_reach_kumulos_as_json(kumulos_connection: KumulosEmulator, warehouse: Any) -> None:
     emu = kumulos_connection
     with warehouse.cursor() as cursor:

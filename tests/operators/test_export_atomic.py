@@ -142,6 +142,72 @@ def test_failed_partitioned_export_on_s3_leaves_no_manifest(
     assert _keys(s3_client, s3_bucket) == []
 
 
+def _tree(directory: Path) -> list[str]:
+    """Every folder and file under ``directory``, folders marked with a trailing slash."""
+    return sorted(
+        f"{path.relative_to(directory)}{'/' if path.is_dir() else ''}" for path in directory.rglob("*")
+    )
+
+
+@pytest.mark.parametrize("split_every", [None, 5])
+def test_a_failed_export_leaves_no_folder_it_created(
+    kumulos_connection: KumulosEmulator, tmp_path: Path, split_every: int | None
+) -> None:
+    (tmp_path / "exports").mkdir()
+    partition = tmp_path / "exports" / "users" / "ds=2026-01-01"
+    output = partition if split_every else partition / "users.jsonl"
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    with pytest.raises(KumulosAuthError):
+        run_export(output_path=str(output), page_size=10, split_every=split_every)
+    assert _tree(tmp_path) == ["exports/"]  # the folder that was there stays; nothing else is left
+
+
+def test_a_failed_export_keeps_a_folder_that_holds_anything(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    partition = tmp_path / "ds=2026-01-01"
+    partition.mkdir()
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    with pytest.raises(KumulosAuthError):
+        run_export(output_path=str(partition / "users.jsonl"), page_size=10)
+    assert _tree(tmp_path) == ["ds=2026-01-01/"]
+    (partition / "other.csv").write_text("another writer's file")
+    with pytest.raises(KumulosAuthError):
+        _fail_page_3(kumulos_connection, Fault("status", status=401))
+        run_export(output_path=str(partition / "more" / "users.jsonl"), page_size=10)
+    assert _tree(tmp_path) == ["ds=2026-01-01/", "ds=2026-01-01/other.csv"]
+
+
+def test_atomic_write_removes_only_the_folders_it_created_on_failure(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ValueError, match="writer failed"),
+        atomic_write(tmp_path / "a" / "b" / "f.bin") as out,
+    ):
+        out.write(b"partial")
+        raise ValueError("writer failed")
+    assert _tree(tmp_path) == []
+    with atomic_write(tmp_path / "a" / "b" / "f.bin") as out:
+        out.write(b"whole")
+    assert _tree(tmp_path) == ["a/", "a/b/", "a/b/f.bin"]
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("split_every", [None, 5])
+def test_a_failed_export_to_s3_adds_no_object_under_an_existing_prefix(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any, split_every: int | None
+) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="exports/README.txt", Body=b"kept")
+    partition = f"s3://aws_default@{s3_bucket}/exports/ds=2026-01-01"
+    _fail_page_3(kumulos_connection, Fault("status", status=401))
+    with pytest.raises(KumulosAuthError):
+        run_export(
+            output_path=partition if split_every else f"{partition}/users.jsonl",
+            page_size=10,
+            split_every=split_every,
+        )
+    assert _keys(s3_client, s3_bucket) == ["exports/README.txt"]
+
+
 def test_killed_export_leaves_nothing_at_the_final_path(tmp_path: Path) -> None:
     """SIGKILL gives no chance to clean up: the final path must still never see a partial file."""
     path = tmp_path / "users.jsonl"
@@ -236,6 +302,55 @@ def test_an_unwritable_local_folder_fails_before_the_first_page(
     assert caught.value.parameter == "output_path" and "cannot be written" in str(caught.value)
     assert kumulos_connection.requests == []
     assert sorted(path.name for path in tmp_path.iterdir()) == ["not-a-folder"]
+
+
+NOT_WRITABLE_FIX = "Write to a folder this task's user may write to, or give it write access to this one."
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder nobody may write")
+@pytest.mark.parametrize(
+    ("output", "split_every", "problem"),
+    [
+        ("/proc/users.csv.gz", None, "the folder /proc is not writable"),
+        (
+            "/proc/ds=1/users.csv.gz",
+            None,
+            "the folder /proc/ds=1 cannot be created: the folder /proc is not writable",
+        ),
+        ("/proc/users", 5, "the folder /proc/users cannot be created: the folder /proc is not writable"),
+    ],
+)
+def test_a_folder_that_cannot_be_written_is_named_with_the_path_given(
+    kumulos_connection: KumulosEmulator, output: str, split_every: int | None, problem: str
+) -> None:
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(output_path=output, page_size=10, format="csv", split_every=split_every)
+    assert (
+        str(caught.value) == f"Invalid output_path: {output} cannot be written: {problem}. {NOT_WRITABLE_FIX}"
+    )
+    assert kumulos_connection.requests == []
+
+
+def test_a_file_where_a_folder_should_be_is_named(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    with pytest.raises(KumulosInputError) as caught:
+        run_export(output_path=str(blocker / "ds=1" / "users.jsonl"), page_size=10)
+    assert str(caught.value) == (
+        f"Invalid output_path: {blocker}/ds=1/users.jsonl cannot be written: {blocker} is a file, "
+        "not a folder. Fix the path."
+    )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder nobody may write")
+def test_atomic_write_names_the_path_given_when_its_folder_is_not_writable() -> None:
+    with pytest.raises(OSError) as caught, atomic_write("/proc/failed.jsonl"):
+        pass
+    message = str(caught.value)
+    assert "/proc/failed.jsonl cannot be written: the folder /proc is not writable" in message
+    assert TEMP_PREFIX not in message
 
 
 def test_a_failed_cleanup_never_replaces_the_error_that_caused_it(

@@ -64,6 +64,7 @@ def test_plan_windows_cover_every_page_and_end_open(total: int, kwargs: dict, wi
         ({"partitions": 0}, "partitions"),
         ({"pages_per_partition": True}, "pages_per_partition"),
         ({"partitions": 2, "page_size": 5000}, "page_size"),
+        ({"partitions": 2, "hook_params": {"retries": 1}}, "hook_params"),
     ],
 )
 def test_plan_arguments_are_checked_before_the_count(

@@ -33,6 +33,9 @@ from airflow_provider_kumulos.testing.emulator import KumulosEmulator
         ({"max_concurrency": 0}, "max_concurrency", "between 1 and 8"),
         ({"max_concurrency": 9}, "max_concurrency", "more only provokes rate limiting"),
         ({"max_concurrency": 2.0}, "max_concurrency", "between 1 and 8"),
+        ({"hook_params": {"page_size": 10}}, "hook_params", "'page_size' is not a hook argument"),
+        ({"hook_params": {"pool_size": 0}}, "hook_params['pool_size']", "0 is not a whole number >= 1"),
+        ({"hook_params": {"verify": 1}}, "hook_params['verify']", "1 is not a bool or a path"),
     ],
 )
 def test_static_arguments_fail_when_the_operator_is_built(

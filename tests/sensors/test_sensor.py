@@ -8,8 +8,11 @@ what the triggerer and the worker do.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from airflow_provider_kumulos.exceptions import (
     KumulosAuthError,
     KumulosError,
     KumulosInputError,
+    KumulosServerError,
     KumulosUserNotFoundError,
     KumulosValidationError,
 )
@@ -55,6 +59,15 @@ def run_deferrable(op: KumulosUserSensor) -> Any:
         return getattr(op, deferred.method_name)(CONTEXT, event=event.payload)
 
 
+def logged(emulator: KumulosEmulator, count: int) -> list[Any]:
+    """The requests the emulator logged, once there are ``count`` (it logs a slow answer when it sends it,
+    after the client gave up on it), waiting up to 5 s."""
+    deadline = time.monotonic() + 5
+    while len(emulator.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return emulator.requests
+
+
 # --- poke mode --------------------------------------------------------------------------------
 
 
@@ -89,6 +102,48 @@ def test_poke_returns_a_poke_return_value(emulator: KumulosEmulator) -> None:
     assert mismatch.is_done is False
 
 
+def test_log_names_the_user_while_waiting_and_when_found(
+    emulator: KumulosEmulator, appear_later: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator.add_user("grace", {"onboarded": False, "name": "Grace Hopper"})
+    appear_later("grace", {"onboarded": True, "name": "Grace Hopper"})
+    sensor(user_id="grace", attributes_match={"onboarded": True}).execute(CONTEXT)
+    sensor(user_id="newcomer", poke_interval=0.2, timeout=0.3).poke(CONTEXT)
+    out = capsys.readouterr().out
+    assert "Kumulos user 'grace' exists; attributes onboarded do not match yet." in out
+    assert "Found Kumulos user 'grace' with matching onboarded." in out
+    assert "Kumulos user 'newcomer' does not exist yet." in out
+    assert "Grace Hopper" not in out
+
+
+def test_deferral_logs_when_the_next_check_is_due(
+    emulator: KumulosEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(TaskDeferred) as caught:
+        sensor(user_id="later", deferrable=True, timeout=600, poke_interval=30).execute(CONTEXT)
+    end_time = caught.value.trigger.serialize()[1]["end_time"]
+    due = datetime.fromtimestamp(end_time, timezone.utc).isoformat(timespec="seconds")
+    out = capsys.readouterr().out
+    assert "Kumulos user 'later' does not exist yet." in out
+    assert (
+        "Deferring the wait for Kumulos user 'later' to the triggerer: next check within 30 s, "
+        f"then every 30 s; timeout at {due} (in " in out
+    )
+
+
+def test_resume_logs_the_found_user_and_no_values(
+    emulator: KumulosEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_id = emulator.user_ids()[0]
+    attributes = sensor(user_id=user_id).execute_complete(
+        CONTEXT, event={"status": "success", "user_id": user_id}
+    )
+    assert attributes == emulator.get_attributes(user_id)
+    out = capsys.readouterr().out
+    assert f"The triggerer found Kumulos user {user_id!r}; reading its attributes." in out
+    assert attributes["email"] not in out and attributes["name"] not in out
+
+
 def test_transient_errors_after_retries_mean_not_yet(
     connect: Callable[..., KumulosEmulator], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -98,6 +153,41 @@ def test_transient_errors_after_retries_mean_not_yet(
     assert sensor(user_id=user_id).execute(CONTEXT) == emulator.get_attributes(user_id)
     assert [r.status for r in emulator.requests] == [503, 503, None, None, 200]
     assert capsys.readouterr().out.count("Kumulos still failing after retries, will check again") == 2
+
+
+def test_hook_params_reach_the_poke_hook(emulator: KumulosEmulator) -> None:
+    # The connection waits 60 s for an answer; hook_params cut that to 0.2 s and the retry succeeds.
+    user_id = emulator.user_ids()[0]
+    emulator.script_faults([Fault.slow(3.0)])
+    started = time.monotonic()
+    op = sensor(user_id=user_id, hook_params={"timeout": 0.2, "max_retries": 1})
+    assert op.execute(CONTEXT) == emulator.get_attributes(user_id)
+    assert time.monotonic() - started < 2.5
+    assert sorted(r.fault or "" for r in logged(emulator, 2)) == ["", "slow"]
+
+
+@pytest.mark.parametrize(
+    ("hook_params", "parameter", "problem"),
+    [
+        ({"pool_size": 2}, "hook_params", "'pool_size' is not a hook argument this task passes on"),
+        (
+            {"timout": 2},
+            "hook_params",
+            "'timout' is not a hook argument this task passes on. Use only timeout, connect_timeout, "
+            "max_retries, backoff_base, backoff_max, max_retry_after, verify.",
+        ),
+        ({"backoff_max": -1}, "hook_params['backoff_max']", "-1 is not a number of seconds >= 0"),
+        ({"verify": ""}, "hook_params['verify']", "'' is not a bool or a path"),
+        ("timeout=3", "hook_params", "expected a mapping of hook arguments, got str"),
+    ],
+)
+def test_bad_hook_params_fail_when_the_sensor_is_built(
+    emulator: KumulosEmulator, hook_params: Any, parameter: str, problem: str
+) -> None:
+    with pytest.raises(KumulosInputError, match=re.escape(problem)) as caught:
+        sensor(user_id="anyone", hook_params=hook_params)
+    assert caught.value.parameter == parameter
+    assert emulator.requests == []
 
 
 def test_poke_mode_times_out(emulator: KumulosEmulator) -> None:
@@ -169,6 +259,7 @@ def test_deferrable_hands_over_to_the_trigger(emulator: KumulosEmulator) -> None
     assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
     assert kwargs["user_id"] == "later" and kwargs["kumulos_conn_id"] == "kumulos_default"
     assert kwargs["poke_interval"] == 15 and kwargs["attributes_match"] == {"a": 1}
+    assert kwargs["hook_params"] == {}
     assert 118 <= kwargs["end_time"] - time.time() <= 120
     assert [r.status for r in emulator.requests] == [404]
 
@@ -179,9 +270,50 @@ def test_deferrable_completes_through_the_trigger(
     appear_later("deferred-user", {"onboarded": True}, delay=0.3, after=2)  # the trigger's first check
     op = sensor(user_id="deferred-user", deferrable=True, attributes_match={"onboarded": True})
     assert run_deferrable(op) == {"onboarded": True}
+    # The worker checks, the triggerer waits, and the resumed task reads the attributes it returns.
     agents = [r.headers["User-Agent"].split("/")[0] for r in emulator.requests]
-    assert agents[0] == "python-requests" and set(agents[1:]) == {"python-httpx"}
-    assert len(agents) >= 3
+    assert agents[0] == agents[-1] == "python-requests" and set(agents[1:-1]) == {"python-httpx"}
+    assert len(agents) >= 4
+
+
+@pytest.mark.parametrize(
+    ("statuses", "error"),
+    [([401], KumulosAuthError), ([404], KumulosUserNotFoundError), ([503, 503], KumulosServerError)],
+)
+def test_a_failed_read_on_resume_raises_the_typed_error(
+    emulator: KumulosEmulator, statuses: list[int], error: type[Exception]
+) -> None:
+    # The trigger found the user, but reading its attributes afterwards fails (revoked key, user
+    # deleted meanwhile, server down past the retries): the task fails with the typed error.
+    user_id = emulator.user_ids()[0]
+    emulator.script_faults([Fault.status_code(status) for status in statuses])
+    with pytest.raises(error) as caught:
+        sensor(user_id=user_id).execute_complete(CONTEXT, event={"status": "success", "user_id": user_id})
+    assert type(caught.value) is error
+    assert [r.status for r in emulator.requests] == statuses
+
+
+def test_hook_params_reach_the_trigger_through_its_serialised_form(emulator: KumulosEmulator) -> None:
+    # The poke finds no user; the trigger, rebuilt from what the sensor serialised, gives up the slow
+    # answer after hook_params' 0.2 s (the connection would wait 60 s) and its retry finds the user.
+    emulator.add_user("slow-user", {"a": 1})
+    emulator.script_faults([Fault.status_code(404), Fault.slow(3.0)])
+    op = sensor(user_id="slow-user", deferrable=True, poke_interval=0.05, hook_params={"timeout": 0.2})
+    with pytest.raises(TaskDeferred) as caught:
+        op.execute(CONTEXT)
+    classpath, kwargs = caught.value.trigger.serialize()
+    assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
+    assert kwargs["hook_params"] == {"timeout": 0.2}
+    trigger = KumulosUserTrigger(**json.loads(json.dumps(kwargs)))
+
+    async def first_event() -> Any:
+        return await anext(trigger.run())
+
+    started = time.monotonic()
+    event = asyncio.run(first_event())
+    assert op.execute_complete(CONTEXT, event=event.payload) == {"a": 1}
+    assert time.monotonic() - started < 2.5
+    assert [r.fault or r.status for r in logged(emulator, 3)] == ["status", 200, "slow"]
 
 
 def test_deferrable_times_out_with_a_sensor_timeout(emulator: KumulosEmulator) -> None:

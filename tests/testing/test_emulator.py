@@ -326,9 +326,10 @@ def test_request_log_records_everything(emu: KumulosEmulator, api: requests.Sess
     assert get.query == {"currentPage": ["2"], "numberPerPage": ["5"], "extra": ["a", "b"]}
     assert get.raw_path == "/v2/users?currentPage=2&numberPerPage=5&extra=a&extra=b"
     assert put.timestamp <= get.timestamp <= time.time()
+    assert emu.stats()["requests"] == {"GET 200": 1, "PUT 200": 1}
     emu.clear_requests()
     assert emu.requests == []
-    assert emu.stats()["requests"] == {"GET 200": 1, "PUT 200": 1}
+    assert (emu.stats()["total"], emu.stats()["requests"], emu.stats()["faults"]) == (0, {}, {})
 
 
 def test_keep_alive_reuses_one_connection(emu: KumulosEmulator) -> None:
@@ -712,6 +713,17 @@ def test_admin_api(emu: KumulosEmulator, api: requests.Session) -> None:
     stats = requests.get(f"{admin}/stats").json()
     assert stats["faults"] == {"drop": 1, "reject": 1, "status": 2}
     assert stats["requests"]["GET 429"] == 1 and stats["requests"]["GET dropped"] == 1
+    assert stats["total"] == len(requests.get(f"{admin}/requests").json()["requests"])
+
+    # Emptying the request log zeroes the counts too: the log and /stats describe the same requests.
+    assert requests.delete(f"{admin}/requests").status_code == 204
+    assert requests.get(f"{admin}/requests").json() == {"requests": []}
+    cleared = requests.get(f"{admin}/stats").json()
+    assert (cleared["total"], cleared["requests"], cleared["faults"]) == (0, {}, {})
+    assert cleared["users"] == stats["users"]
+    page(emu, api, 1, 1)
+    assert requests.get(f"{admin}/stats").json()["requests"] == {"GET 200": 1}
+    assert len(requests.get(f"{admin}/requests").json()["requests"]) == 1
 
     reset = requests.post(f"{admin}/reset", json={"users": 10, "seed": 9})
     assert reset.json() == {"users": 10}

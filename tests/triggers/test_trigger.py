@@ -51,13 +51,39 @@ def later(seconds: float, action: Callable[[], Any]) -> threading.Timer:
     return timer
 
 
+def logged(emulator: KumulosEmulator, count: int) -> list[Any]:
+    """The requests the emulator logged, once there are ``count`` (it logs a slow answer when it sends it,
+    after the client gave up on it), waiting up to 5 s."""
+    deadline = time.monotonic() + 5
+    while len(emulator.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return emulator.requests
+
+
 def test_existing_user_succeeds_at_once(
     connection: Callable[..., str], kumulos_emulator: KumulosEmulator
 ) -> None:
     user_id = kumulos_emulator.user_ids()[3]
     (event,) = events(KumulosUserTrigger(user_id, connection(), poke_interval=5))
-    assert event == {"status": "success", "attributes": kumulos_emulator.get_attributes(user_id)}
+    assert event == {"status": "success", "user_id": user_id}
     assert len(kumulos_emulator.requests) == 1
+
+
+def test_the_event_holds_no_attribute_values(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    # Airflow logs every trigger event; attribute values are user data and stay out of it.
+    user_id = kumulos_emulator.user_ids()[3]
+    attributes = kumulos_emulator.get_attributes(user_id)
+    (event,) = events(
+        KumulosUserTrigger(
+            user_id, connection(), poke_interval=5, attributes_match={"plan": attributes["plan"]}
+        )
+    )
+    logged = json.dumps(event, ensure_ascii=False)
+    assert set(event) == {"status", "user_id"}
+    for name in ("name", "email", "age", "score"):
+        assert str(attributes[name]) not in logged, name
 
 
 def test_waits_until_the_user_appears(
@@ -68,7 +94,7 @@ def test_waits_until_the_user_appears(
         KumulosUserTrigger("late-user", connection(), poke_interval=0.1, end_time=time.time() + 10)
     )
     timer.join()
-    assert event == {"status": "success", "attributes": {"plan": "free"}}
+    assert event == {"status": "success", "user_id": "late-user"}
     statuses = [r.status for r in kumulos_emulator.requests]
     assert statuses[-1] == 200 and set(statuses[:-1]) == {404} and len(statuses) >= 3
 
@@ -89,7 +115,8 @@ def test_attributes_match_waits_for_the_values(
     )
     (event,) = events(trigger)
     timer.join()
-    assert event == {"status": "success", "attributes": {"onboarded": True, "name": "Ada"}}
+    assert event == {"status": "success", "user_id": "onboarding"}
+    assert "Ada" not in json.dumps(event)
     assert len(kumulos_emulator.requests) >= 3
     assert {r.status for r in kumulos_emulator.requests} == {200}
 
@@ -171,7 +198,7 @@ def test_hostile_ids_stay_one_segment(
     for user_id in ("..", "a/b?c#d", "%41 é"):
         kumulos_emulator.add_user(user_id, {"id": user_id})
         (event,) = events(KumulosUserTrigger(user_id, connection(), poke_interval=1))
-        assert event == {"status": "success", "attributes": {"id": user_id}}
+        assert event == {"status": "success", "user_id": user_id}
         segment = kumulos_emulator.requests[-1].raw_path.split("/")[3]
         assert unquote(segment) == user_id and segment not in (".", "..")
         assert kumulos_emulator.requests[-1].raw_path.count("/") == 4
@@ -249,7 +276,12 @@ def test_serialize_round_trips_without_credentials(
     connection: Callable[..., str], kumulos_emulator: KumulosEmulator
 ) -> None:
     trigger = KumulosUserTrigger(
-        "u-1", connection(), poke_interval=7, attributes_match={"a": [1, True]}, end_time=123.5
+        "u-1",
+        connection(),
+        poke_interval=7,
+        attributes_match={"a": [1, True]},
+        end_time=123.5,
+        hook_params={"timeout": 2.5, "max_retries": 1, "verify": False},
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_kumulos.triggers.kumulos.KumulosUserTrigger"
@@ -259,12 +291,63 @@ def test_serialize_round_trips_without_credentials(
         "poke_interval": 7.0,
         "attributes_match": {"a": [1, True]},
         "end_time": 123.5,
+        "hook_params": {"timeout": 2.5, "max_retries": 1, "verify": False},
     }
     text = json.dumps(kwargs)
     assert kumulos_emulator.server_key not in text and kumulos_emulator.api_key not in text
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**json.loads(text))
     assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def rebuilt(trigger: KumulosUserTrigger) -> KumulosUserTrigger:
+    """The trigger the triggerer builds from ``trigger``'s serialised form, through JSON as it is stored."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    again: KumulosUserTrigger = getattr(importlib.import_module(module), name)(
+        **json.loads(json.dumps(kwargs))
+    )
+    return again
+
+
+def test_hook_params_reach_the_hook_after_the_round_trip(
+    connection: Callable[..., str], kumulos_emulator: KumulosEmulator
+) -> None:
+    # The connection waits 60 s for an answer; hook_params cut that to 0.2 s, so the slow answer is
+    # given up and the retry succeeds.
+    user_id = kumulos_emulator.user_ids()[0]
+    kumulos_emulator.script_faults([Fault.slow(3.0)])
+    trigger = KumulosUserTrigger(user_id, connection(), poke_interval=5, hook_params={"timeout": 0.2})
+    started = time.monotonic()
+    (event,) = events(rebuilt(trigger))
+    assert event["status"] == "success"
+    assert time.monotonic() - started < 2.5
+    assert sorted(r.fault or "" for r in logged(kumulos_emulator, 2)) == ["", "slow"]
+
+
+@pytest.mark.parametrize(
+    ("hook_params", "parameter", "problem"),
+    [
+        ({"pool_size": 4}, "hook_params", "'pool_size' is not a hook argument"),
+        ({"timeout": 0}, "hook_params['timeout']", "0 is not a number of seconds > 0"),
+        ({"max_retries": "3"}, "hook_params['max_retries']", "'3' is not a whole number"),
+        (["timeout"], "hook_params", "expected a mapping of hook arguments, got list"),
+    ],
+)
+def test_bad_hook_params_fire_an_input_error_without_requests(
+    connection: Callable[..., str],
+    kumulos_emulator: KumulosEmulator,
+    hook_params: Any,
+    parameter: str,
+    problem: str,
+) -> None:
+    (event,) = events(
+        rebuilt(KumulosUserTrigger("u", connection(), poke_interval=0.1, hook_params=hook_params))
+    )
+    assert event["error"]["error"] == "KumulosInputError"
+    assert event["error"]["details"] == {"parameter": parameter}
+    assert problem in event["error"]["message"]
+    assert kumulos_emulator.requests == []
 
 
 def run_together(triggers: list[KumulosUserTrigger]) -> list[dict[str, Any]]:

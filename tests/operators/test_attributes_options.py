@@ -1,0 +1,92 @@
+"""The attribute operators follow their one list of options: signature, defaults, templates, docs table."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_kumulos._bulk.options import BULK_OPTIONS, DELETE, SET, BulkOption, options_of
+from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator, SetAttributesOperator
+
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "attributes.md").read_text()
+OPERATORS = {SET: SetAttributesOperator, DELETE: DeleteAttributesOperator}
+
+
+@pytest.mark.parametrize("kind", [SET, DELETE])
+def test_the_keyword_parameters_are_the_options_with_their_defaults(kind: str) -> None:
+    parameters = inspect.signature(OPERATORS[kind].__init__).parameters
+    assert [name for name in parameters if name not in ("self", "kwargs")] == [
+        o.name for o in options_of(kind)
+    ]
+    assert all(f":param {option.name}:" in (OPERATORS[kind].__doc__ or "") for option in options_of(kind))
+    for option in options_of(kind):
+        assert parameters[option.name].default == option.default, option.name
+
+
+@pytest.mark.parametrize("kind", [SET, DELETE])
+def test_templates_and_renderers_come_from_the_list(kind: str) -> None:
+    operator = OPERATORS[kind]
+    assert set(operator.template_fields) == {o.name for o in options_of(kind) if o.templated}
+    assert operator.template_fields_renderers == {o.name: o.renderer for o in options_of(kind) if o.renderer}
+
+
+@pytest.mark.parametrize("kind", [SET, DELETE])
+def test_the_operator_keeps_every_option_as_checked(kind: str) -> None:
+    ways = {SET: {"records": []}, DELETE: {"user_ids": []}}[kind]
+    operator = OPERATORS[kind](task_id="t", max_requests_per_second=5, **ways)
+    for option in options_of(kind):
+        expected = ways.get(option.name, option.default)
+        if option.name == "max_requests_per_second":
+            expected = 5.0
+        if option.name == "hook_params":
+            expected = {}
+        assert getattr(operator, option.kept_as) == expected, option.name
+
+
+def _table(heading: str) -> dict[str, list[str]]:
+    """The parameter table under ``heading`` in docs/attributes.md: each name in the first column -> its row."""
+    section = DOCS.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].startswith("`"):
+            continue
+        for name in re.findall(r"`(\w+)`", cells[0]):
+            rows[name] = cells
+    return rows
+
+
+def _default_text(option: BulkOption) -> str:
+    value: Any = option.default
+    if isinstance(value, str):
+        return f"`{json.dumps(value)}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value!r}`"
+
+
+@pytest.mark.parametrize(
+    ("kind", "heading"), [(SET, "### SetAttributesOperator"), (DELETE, "### DeleteAttributesOperator")]
+)
+def test_the_docs_table_lists_every_option_with_its_default_and_template_flag(
+    kind: str, heading: str
+) -> None:
+    rows = _table(heading)
+    assert set(rows) == {option.name for option in options_of(kind)}
+    for option in options_of(kind):
+        _, default, templated, _meaning = rows[option.name][:4]
+        if default:  # rows that refer to another table leave it empty
+            assert default == _default_text(option), option.name
+        if default or templated:
+            assert templated.startswith("yes") == option.templated, option.name
+
+
+def test_every_option_belongs_to_an_operator_and_is_named_once() -> None:
+    names = [option.name for option in BULK_OPTIONS]
+    assert len(names) == len(set(names))
+    assert all(option.operators and option.operators <= {SET, DELETE} for option in BULK_OPTIONS)
