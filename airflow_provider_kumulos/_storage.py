@@ -3,26 +3,31 @@
 Exports and bulk writes read and write through :class:`~airflow.sdk.ObjectStoragePath`, so the same
 code serves ``file://``, ``s3://conn_id@bucket/key``, ``gs://`` and any other fsspec backend.
 :func:`atomic_write` guarantees an object appears at its final path only once its writer finished:
-closing an fsspec file commits it (s3fs uploads on close) even when the ``with`` block raised, so
-the data goes to a uniquely named temporary sibling and is moved into place only on success.
+on S3 the file is opened with fsspec's ``autocommit=False`` (the multipart upload completes only on
+``commit()``); elsewhere the data goes to a uniquely named temporary sibling, moved into place on
+success. :func:`sweep_leftovers` clears what a killed writer left of either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import logging
 import os
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_kumulos import _compat
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+    from fsspec import AbstractFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,13 @@ TEMP_PREFIX = ".kumulos-tmp-"
 #: Age after which a local temporary is a killed writer's leftover: a live writer touches its file
 #: with every page, and no wait of the hook (Retry-After is capped at two minutes) comes close.
 STALE_TEMPORARY_SECONDS = 3600.0
+#: A temporary's name: the prefix, a unique hex token, a dash, then the final name it stands for.
+_TEMPORARY_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]+-(.+)")
+#: Filesystems whose files opened with ``autocommit=False`` publish nothing until ``commit()`` and
+#: leave nothing after ``discard()``: s3fs completes its multipart upload on commit and aborts it on
+#: discard. Not every backend honours the flag (adlfs commits its blocks on close whatever it says),
+#: so the others keep the temporary sibling, and only backends tested to defer are listed here.
+DEFERRED_COMMIT_PROTOCOLS = frozenset({"s3", "s3a"})
 
 
 def resolve_path(
@@ -86,22 +98,59 @@ def is_local(path: ObjectStoragePath) -> bool:
     return isinstance(path.fs, LocalFileSystem)
 
 
-def sweep_stale_temporaries(folder: ObjectStoragePath, suffix: str = "") -> int:
-    """Delete temporaries in ``folder`` (named ``...<suffix>``) that a killed writer left behind.
+def defers_commit(fs: AbstractFileSystem) -> bool:
+    """Whether files of ``fs`` opened with ``autocommit=False`` stay unpublished until ``commit()``."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return not DEFERRED_COMMIT_PROTOCOLS.isdisjoint(protocols)
 
-    Local disks only: on object stores a killed upload leaves no temporary object (an unfinished
-    multipart upload, which a bucket lifecycle rule aborts). Returns how many were deleted.
+
+def sweep_leftovers(folder: ObjectStoragePath, owns: Callable[[str], bool]) -> int:
+    """Clear what killed writers of the files named ``owns`` in ``folder`` left behind; returns how many.
+
+    Local disks: temporaries standing for such a name, once untouched for
+    :data:`STALE_TEMPORARY_SECONDS` (a live writer touches its file with every page). S3: every
+    incomplete multipart upload at such a name, whatever its age (see :func:`abort_unfinished_uploads`).
+    Uploads and objects under any other name, or in a subfolder, are never touched.
     """
+    if defers_commit(folder.fs):
+        return abort_unfinished_uploads(folder, owns)
     if not is_local(folder) or not folder.fs.isdir(folder.path):
         return 0
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     removed = 0
     for entry in folder.fs.ls(folder.path, detail=True):
         name = os.path.basename(entry["name"])
-        if name.startswith(TEMP_PREFIX) and name.endswith(suffix) and entry.get("mtime", cutoff) < cutoff:
+        temporary = _TEMPORARY_NAME.fullmatch(name)
+        if temporary and owns(temporary.group(1)) and entry.get("mtime", cutoff) < cutoff:
             remove_quietly(folder / name)
             removed += 1
     return removed
+
+
+def abort_unfinished_uploads(folder: ObjectStoragePath, owns: Callable[[str], bool]) -> int:
+    """Abort the incomplete S3 multipart uploads at ``folder/<name>`` for names ``owns`` accepts.
+
+    Such an upload is what a writer killed outright leaves of :func:`atomic_write` (billed storage,
+    never an object). All of them go, however recent: a file is written by one task try at a time
+    (Airflow runs one try of a task instance at a time), so an upload found when a try starts was
+    left by an earlier one. The listing is narrowed to the folder's key prefix; uploads at any
+    other key (another export's, another application's) are left alone.
+    """
+    fs = folder.fs
+    prefix = folder.key.rstrip("/") + "/" if folder.key.strip("/") else ""
+    aborted = 0
+    markers: dict[str, str] = {}
+    while True:
+        page = fs.call_s3("list_multipart_uploads", Bucket=folder.bucket, Prefix=prefix, **markers)
+        for upload in page.get("Uploads", []):
+            name = upload["Key"][len(prefix) :]
+            if "/" not in name and owns(name):
+                with contextlib.suppress(FileNotFoundError):  # aborted meanwhile
+                    fs.abort_mpu(folder.bucket, upload["Key"], upload["UploadId"])
+                aborted += 1
+        if not page.get("IsTruncated"):
+            return aborted
+        markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
 
 def make_folders(folder: ObjectStoragePath) -> list[str]:
@@ -154,7 +203,7 @@ def check_writable(
     if is_local(path):
         return _check_local_writable(path, parameter, given or path)
     try:
-        bucket = getattr(path, "bucket", "")
+        bucket = _compat.bucket(path)
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
                 parameter,
@@ -201,14 +250,16 @@ def unwritable_folder(path: ObjectStoragePath, error: OSError) -> tuple[str, str
     return problem, "Write to a folder this task's user may write to, or give it write access to this one."
 
 
-def discard_quietly(path: ObjectStoragePath, error: BaseException) -> None:
-    """Remove the temporary ``path`` after ``error``; a failure to do so is logged, never raised over ``error``."""
+def discard_quietly(discard: Callable[[], object], what: str, error: BaseException) -> None:
+    """Call ``discard`` (dropping ``what``) after ``error``; a failure to do so is logged, never raised over ``error``."""
     try:
-        remove_quietly(path)
+        discard()
+    except FileNotFoundError:  # already gone: nothing is left
+        pass
     except Exception as cleanup:
         log.warning(
-            "Could not remove the temporary %s after %s (%s: %s); it may need deleting by hand.",
-            path,
+            "Could not remove %s after %s (%s: %s); it may need deleting by hand.",
+            what,
             type(error).__name__,
             type(cleanup).__name__,
             cleanup,
@@ -231,36 +282,52 @@ def atomic_write(
 ) -> Iterator[IO[Any]]:
     """Open ``path`` for writing; the object is published there only if the block completes.
 
-    The data is written to a temporary sibling, moved onto ``path`` after a clean exit (an atomic
-    rename on local disks, a server-side copy on object stores, where the final object appears
-    whole) and deleted on any exception, including task termination, with the local folders this
-    call created for it. ``mode`` is ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline``).
-    A process killed outright leaves at most the temporary object, never a partial object at ``path``.
+    On S3 the file is opened at ``path`` with ``autocommit=False``: its multipart upload is completed
+    after a clean exit and aborted on any exception, including task termination, with no copy of
+    the data. Elsewhere the data goes to a temporary sibling, moved onto ``path`` after a clean exit
+    (an atomic rename on local disks) and deleted on any exception, with the local folders this call
+    created for it. ``mode`` is ``"wb"`` or ``"w"`` (text, with ``encoding`` and ``newline``). A
+    process killed outright leaves at most an incomplete upload or the temporary (see
+    :func:`sweep_leftovers`), never a partial object at ``path``.
     """
     if mode not in ("wb", "w"):
         raise KumulosInputError("mode", f"{mode!r} is not supported", 'Use "wb" (bytes) or "w" (text).')
     target = resolve_path(path)
-    temp = temp_sibling(target)
     fs = target.fs
+    deferred = defers_commit(fs)
+    temp = None if deferred else temp_sibling(target)
     created = make_folders(target.parent)
     try:
-        raw = fs.open(temp.path, "wb")
+        raw = fs.open(target.path, "wb", autocommit=False) if temp is None else fs.open(temp.path, "wb")
     except OSError as error:
         remove_created_folders(created)
         if not is_local(target):
             raise
         problem, fix = unwritable_folder(target, error)
         raise type(error)(error.errno, f"{target.path} cannot be written: {problem}. {fix}") from None
+    publish: Callable[[], object]
+    discard: Callable[[], object]
+    if temp is None:
+        publish, discard, pending = raw.commit, raw.discard, f"the unfinished upload to {target}"
+    else:
+        publish = functools.partial(fs.mv, temp.path, target.path)
+        discard, pending = functools.partial(remove_quietly, temp), f"the temporary {temp}"
     stream: IO[Any] = (
         io.TextIOWrapper(raw, encoding=encoding, newline=newline, write_through=True) if mode == "w" else raw
     )
     try:
         yield stream
         stream.close()
-        fs.mv(temp.path, target.path)
+        publish()
     except BaseException as error:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # fsspec's order: close, then discard
             stream.close()
-        discard_quietly(temp, error)
+        discard_quietly(discard, pending, error)
         remove_created_folders(created)
         raise
+    finally:
+        if deferred:
+            # fsspec also queues the file for a filesystem-wide transaction, never run here, on a
+            # filesystem cached per process: drop it, or the queue keeps every file ever published.
+            with contextlib.suppress(ValueError):
+                fs.transaction.files.remove(raw)

@@ -208,10 +208,10 @@ def _check_remove_absent(value: object, earlier: Earlier) -> bool:
     return wanted
 
 
-def _check_managed_keys(value: object, earlier: Earlier) -> tuple[str, ...]:
+def _check_managed_keys(value: object, earlier: Earlier) -> tuple[str, ...] | None:
     """Attribute keys ``remove_absent`` clears beyond those the source carries."""
     if value is None:
-        return ()
+        return None
     if not earlier["remove_absent"]:
         raise KumulosInputError(
             "managed_keys", "it only applies with remove_absent", "Remove it or pass remove_absent=True."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kumulos import _metrics
@@ -32,7 +33,7 @@ from airflow_provider_kumulos._storage import (
     check_writable,
     remove_created_folders,
     shown_path,
-    sweep_stale_temporaries,
+    sweep_leftovers,
 )
 from airflow_provider_kumulos.exceptions import KumulosCountMismatchError
 
@@ -120,12 +121,18 @@ class ExportRun:
         return output
 
     def _sweep_leftovers(self, path: ObjectStoragePath) -> None:
-        """Delete temporaries an earlier, killed run of this export left next to its output."""
-        folder, suffix = (path.parent, f"-{path.name}") if self.options.split_every is None else (path, "")
-        removed = sweep_stale_temporaries(folder, suffix)
+        """Clear what an earlier, killed run of this export left at its own names: stale temporaries
+        next to its output (local disks), incomplete multipart uploads (S3)."""
+        owns: Callable[[str], bool]
+        if self.options.split_every is None:
+            folder, owns = path.parent, path.name.__eq__
+        else:
+            folder, owns = path, PartedOutput.owns(self.fmt)
+        removed = sweep_leftovers(folder, owns)
         if removed:
             self.log.info(
-                "Removed %d temporary file(s) left in %s by an earlier export that was killed.",
+                "Removed %d temporary file(s) or unfinished upload(s) left in %s by an earlier export "
+                "that was killed.",
                 removed,
                 folder,
             )

@@ -3,8 +3,8 @@
 The three outputs take batches through ``write`` and say how many more users the current file may
 take (``room``), so the export loop is the same for each. Files are written through sinks: a format
 writer writes to :attr:`Sink.stream`; underneath, the bytes are (optionally) gzip-compressed,
-counted and hashed exactly as stored, and written to a temporary object that
-:func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes
+counted and hashed exactly as stored, and written through
+:func:`~airflow_provider_kumulos._storage.atomic_write`, which publishes only if the block completes
 (``finish`` publishes, ``abort`` discards whatever is unfinished). :func:`stored_digest` hashes
 stored bytes again (a resumed export checking its earlier parts).
 """
@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 # Byte streams of an export file: atomic publishing, optional gzip, size and SHA-256 of what is stored.
 #
 # The writer of a format writes to :attr:`Sink.stream`; underneath, the bytes are (optionally)
-# gzip-compressed, counted and hashed exactly as stored, and written to a temporary object that
-# :func:`~airflow_provider_kumulos._storage.atomic_write` publishes only if the block completes.
+# gzip-compressed, counted and hashed exactly as stored, and written through
+# :func:`~airflow_provider_kumulos._storage.atomic_write`, which publishes only if the block completes.
 # Writes happen inline, in the export's thread (a writer thread overlapping gzip with the next
 # page made gzip exports no faster).
 # Reading a file back (a resumed export checking its earlier parts, a manifest merge looking for
@@ -91,7 +91,7 @@ def open_sink(path: ObjectStoragePath, compression: str | None) -> Iterator[Sink
         try:
             yield sink
         except BaseException:
-            with contextlib.suppress(Exception):  # the temporary is about to be discarded
+            with contextlib.suppress(Exception):  # what was written is about to be discarded
                 sink.stream.close()
             raise
         sink.stream.close()
@@ -145,7 +145,7 @@ class XComOutput:
 
 
 class _OpenFile:
-    """One file being written: its sink (temporary until published) and its format writer."""
+    """One file being written: its sink (unpublished until :meth:`publish`) and its format writer."""
 
     def __init__(self, path: ObjectStoragePath, fmt: ExportFormat) -> None:
         self.path = path
@@ -166,7 +166,7 @@ class _OpenFile:
         return self._sink.nbytes, self._sink.sha256
 
     def discard(self, error: BaseException) -> None:
-        """Drop the temporary object; nothing appears at :attr:`path`."""
+        """Drop what was written (the upload or the temporary); nothing appears at :attr:`path`."""
         with contextlib.suppress(Exception):
             self._writer.close()
         self._stack.__exit__(type(error), error, error.__traceback__)
@@ -234,14 +234,20 @@ class PartedOutput:
         """Full path of part ``index``."""
         return self.directory / self.part_name(index)
 
+    @staticmethod
+    def owns(fmt: ExportFormat) -> Callable[[str], bool]:
+        """Whether a name in the folder is one this export writes: a part file of ``fmt`` or the manifest."""
+        part = re.compile(r"part-\d{5,}\." + re.escape(fmt.extension))
+        return lambda name: name == MANIFEST_NAME or part.fullmatch(name) is not None
+
     def clear_previous(self) -> None:
         """A fresh export first removes the old manifest (it must not vouch for parts about to change),
         then the old part files, so a failure can never leave a mix of two exports behind."""
         remove_quietly(self.manifest_path)
-        pattern = re.compile(r"part-(\d{5,})\." + re.escape(self.fmt.extension))
+        owns = self.owns(self.fmt)
         fs = self.directory.fs
         for found in fs.glob(f"{self.directory.path.rstrip('/')}/part-*"):
-            if pattern.fullmatch(found.rsplit("/", 1)[-1]):
+            if owns(found.rsplit("/", 1)[-1]):
                 fs.rm(found)
 
     def room(self) -> int:

@@ -329,7 +329,7 @@ class SetAttributesOperator(_AttributesOperator):
     merge: bool
     sync_state_path: Any
     full_refresh: bool
-    managed_keys: tuple[str, ...]
+    managed_keys: tuple[str, ...] | None
     template_fields = templated(SET)
     template_fields_renderers: ClassVar[dict[str, str]] = renderers(SET)
     what = "set attributes"
@@ -417,7 +417,7 @@ class SetAttributesOperator(_AttributesOperator):
         return self.merge
 
     def _managed_keys(self) -> tuple[str, ...]:
-        return self.managed_keys
+        return self.managed_keys or ()
 
     def _remover(self, hook: KumulosCRMHook) -> Remover | None:
         """Clear the keys this sync manages: read, drop them, write the rest (merge); or delete all."""

@@ -165,6 +165,12 @@ class Chaos:
         listing = self.reader.s3.list_objects_v2(Bucket=self.bucket, Prefix=key_prefix)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
+    def _uploads(self, prefix: str) -> list[str]:
+        """Keys of the incomplete multipart uploads under ``prefix`` (a URL from :meth:`_folder`)."""
+        key_prefix = prefix.split(f"@{self.bucket}/", 1)[1]
+        listing = self.reader.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key_prefix)
+        return sorted(upload["Key"] for upload in listing.get("Uploads", []))
+
     def _running(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> TaskRun | None:
         """The task instance once it runs try ``try_number`` with a known process id (a retry that
         already succeeded counts too)."""
@@ -276,7 +282,8 @@ class Chaos:
         )
         users = sum(data.count(b"\n") for _, data in killed_parts)
         _require(users == len(self.emulator.user_ids()), f"{users} users in the parts")
-        leftovers = [key for key in self._keys(f"{run.folder}/killed") if ".kumulos-tmp" in key]
+        leftovers = self._uploads(f"{run.folder}/killed")
+        _require(not leftovers, f"incomplete uploads left after the retry: {leftovers}")
         finished = next(t.end for t in tasks if t.task_id == "export")
         self._report(
             "1 task process killed mid-export",
@@ -289,7 +296,7 @@ class Chaos:
             f"killed pid {run.pid} on {run.worker} after {len(killed_pages)} pages ({parts_at_kill} parts "
             f"checkpointed); retry on {tries[1].hostname} resumed at page {retry_pages[0]}, fetched "
             f"{len(retry_pages)} pages; {len(killed_parts)} parts equal to the undisturbed export's; "
-            f"{len(leftovers)} temporary object(s) left by the killed attempt",
+            "no incomplete upload left on S3",
         )
 
     def _checkpoint(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
@@ -572,6 +579,8 @@ class Chaos:
         self.checks.covers_every_user_once([target])
         leftovers = [key for key in self._keys(folder) if not key.endswith("/users.jsonl")]
         _require(not leftovers, f"objects left beside the export: {leftovers}")
+        unfinished = self._uploads(folder)
+        _require(not unfinished, f"incomplete uploads left by the failed tries: {unfinished}")
         tries = self.api.tries(dag_id, run_id, "export")
         failed = [t for t in tries if t.state != "success"]
         untyped = [
@@ -596,7 +605,7 @@ class Chaos:
                 tries=str(task.try_number),
             ),
             f"{refused} requests answered 503 during the outage; {len(failed)} tries failed with a typed "
-            f"error; nothing at {target} until the successful try; no temporaries left",
+            f"error; nothing at {target} until the successful try; no temporaries or incomplete uploads left",
         )
 
 

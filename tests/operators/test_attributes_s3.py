@@ -67,6 +67,25 @@ def test_failures_file_on_s3_is_published_whole_and_converges_when_fed_back(
     assert [emu.get_attributes(f"u{i}") for i in range(10)] == [{"i": i} for i in range(10)]
 
 
+def test_a_bulk_write_aborts_the_unfinished_upload_of_its_failures_file_only(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any
+) -> None:
+    for key in (
+        "runs/failed.jsonl",
+        "runs/failed.jsonl.old",
+        "other/failed.jsonl",
+    ):  # as killed writers left them
+        s3_client.create_multipart_upload(Bucket=s3_bucket, Key=key)
+    SetAttributesOperator(
+        task_id="t",
+        records=[{"identifier": "u1", "attributes": {"i": 1}}],
+        failures_path=f"s3://aws_default@{s3_bucket}/runs/failed.jsonl",
+    ).execute({})
+    uploads = s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert sorted(upload["Key"] for upload in uploads) == ["other/failed.jsonl", "runs/failed.jsonl.old"]
+    assert keys(s3_client, s3_bucket) == ["runs/failed.jsonl"]
+
+
 def test_delete_from_a_text_file_on_s3(
     kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any
 ) -> None:

@@ -66,6 +66,62 @@ def test_atomic_write_on_s3_uploads_nothing_on_failure(s3_bucket: str, s3_client
     assert s3_client.get_object(Bucket=s3_bucket, Key="dir/file.bin")["Body"].read() == b"payload"
 
 
+def _uploads(s3_client: Any, bucket: str) -> list[str]:
+    return sorted(
+        upload["Key"] for upload in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    )
+
+
+@pytest.fixture
+def small_s3_parts(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of S3's smallest size (5 MiB), so that a few MiB start a multipart upload before the end."""
+    monkeypatch.setattr(resolve_path(f"s3://aws_default@{s3_bucket}/x").fs, "default_block_size", 5 << 20)
+
+
+@pytest.mark.s3
+@pytest.mark.usefixtures("small_s3_parts")
+def test_a_large_s3_write_uploads_to_the_final_key_and_publishes_only_on_commit(
+    s3_bucket: str, s3_client: Any
+) -> None:
+    url = f"s3://aws_default@{s3_bucket}/dir/big.bin"
+    block = bytes(range(256)) * 4096  # 1 MiB
+    with atomic_write(url) as stream:
+        for _ in range(12):
+            stream.write(block)
+        assert _uploads(s3_client, s3_bucket) == ["dir/big.bin"]  # parts went up while writing
+        assert _keys(s3_client, s3_bucket) == []  # no object yet, and no temporary object at all
+    assert _keys(s3_client, s3_bucket) == ["dir/big.bin"]
+    assert _uploads(s3_client, s3_bucket) == []
+    assert s3_client.get_object(Bucket=s3_bucket, Key="dir/big.bin")["Body"].read() == block * 12
+    assert not resolve_path(url).fs.transaction.files  # fsspec's deferred-file queue does not grow
+
+
+@pytest.mark.s3
+@pytest.mark.usefixtures("small_s3_parts")
+def test_a_failed_large_s3_write_aborts_its_upload_and_keeps_the_previous_object(
+    s3_bucket: str, s3_client: Any
+) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="dir/big.bin", Body=b"previous export")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        atomic_write(f"s3://aws_default@{s3_bucket}/dir/big.bin", "w") as stream,
+    ):
+        stream.write("x" * (12 << 20))
+        assert _uploads(s3_client, s3_bucket) == ["dir/big.bin"]
+        raise RuntimeError("boom")
+    assert _uploads(s3_client, s3_bucket) == []
+    assert _keys(s3_client, s3_bucket) == ["dir/big.bin"]
+    assert s3_client.get_object(Bucket=s3_bucket, Key="dir/big.bin")["Body"].read() == b"previous export"
+
+
+@pytest.mark.s3
+def test_an_empty_s3_write_publishes_an_empty_object(s3_bucket: str, s3_client: Any) -> None:
+    with atomic_write(f"s3://aws_default@{s3_bucket}/empty.jsonl"):
+        pass
+    assert s3_client.get_object(Bucket=s3_bucket, Key="empty.jsonl")["Body"].read() == b""
+    assert _uploads(s3_client, s3_bucket) == []
+
+
 def test_resolve_path_makes_local_paths_absolute(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
     assert str(resolve_path("out/u.jsonl")) == f"file://{tmp_path}/out/u.jsonl"
@@ -273,6 +329,48 @@ def test_a_parted_export_sweeps_stale_temporaries_in_its_folder(
         kumulos_connection.users(),
         "jsonl",
     )
+
+
+def _start_upload(s3_client: Any, bucket: str, key: str) -> str:
+    """An incomplete multipart upload at ``key`` with one part, as a killed writer leaves it."""
+    upload_id: str = s3_client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    s3_client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"half an export")
+    return upload_id
+
+
+@pytest.mark.s3
+def test_an_s3_export_aborts_the_unfinished_uploads_at_its_own_key_only(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    own = [_start_upload(s3_client, s3_bucket, "exports/users.jsonl") for _ in range(2)]
+    foreign = {
+        key: _start_upload(s3_client, s3_bucket, key)
+        for key in (
+            "exports/users.jsonl.bak",
+            "exports/old/users.jsonl",
+            "other/users.jsonl",
+            "exports/users",
+        )
+    }
+    run_export(output_path=f"s3://aws_default@{s3_bucket}/exports/users.jsonl", page_size=10)
+    left = s3_client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]
+    assert {upload["Key"]: upload["UploadId"] for upload in left} == foreign
+    assert not set(own) & {upload["UploadId"] for upload in left}
+    assert "Removed 2 temporary file(s) or unfinished upload(s)" in capsys.readouterr().out
+    assert _keys(s3_client, s3_bucket) == ["exports/users.jsonl"]
+
+
+@pytest.mark.s3
+def test_a_parted_s3_export_aborts_unfinished_uploads_of_its_parts_and_manifest_only(
+    kumulos_connection: KumulosEmulator, s3_bucket: str, s3_client: Any
+) -> None:
+    for key in ("parts/part-00001.jsonl", "parts/_manifest.json"):
+        _start_upload(s3_client, s3_bucket, key)
+    foreign = ["parts/notes.jsonl", "parts/part-00001.csv", "parts/part-1.jsonl", "parts/x/part-00001.jsonl"]
+    for key in foreign:
+        _start_upload(s3_client, s3_bucket, key)
+    run_export(output_path=f"s3://aws_default@{s3_bucket}/parts", page_size=10, split_every=50)
+    assert _uploads(s3_client, s3_bucket) == sorted(foreign)
 
 
 @pytest.mark.s3

@@ -198,14 +198,17 @@ def test_the_trigger_reaches_exactly_the_same_user(
     """The deferrable sensor's async client (httpx) must not re-encode or normalise the path either."""
     emulator.set_attributes(user_id, {"via": "trigger"})
     before = len(emulator.requests)
-    trigger = KumulosUserTrigger(user_id=user_id, kumulos_conn_id=CONN_ID, poke_interval=0.01)
+    trigger = KumulosUserTrigger(
+        user_id=user_id, kumulos_conn_id=CONN_ID, poke_interval=0.01, attributes_match={"via": "trigger"}
+    )
 
     async def first_event() -> Any:
         async for event in trigger.run():
             return event.payload
         raise AssertionError("the trigger fired no event")
 
-    assert asyncio.run(first_event()) == {"status": SUCCESS, "attributes": {"via": "trigger"}}
+    # Matching the attributes just set proves the trigger read this user, not a normalised neighbour.
+    assert asyncio.run(first_event()) == {"status": SUCCESS, "user_id": user_id}
     assert [(entry.method, entry.identifier) for entry in emulator.requests[before:]] == [("GET", user_id)]
     _count(tally, "trigger_ids_checked")
 

@@ -157,7 +157,4 @@ def test_the_trigger_fires_a_config_error_at_once_and_succeeds_with_the_ca_bundl
     assert not any("retrying in" in record.getMessage() for record in caplog.records)
     assert emulator.requests == []
     for conn_id in ("kumulos_tls_ca", "kumulos_tls_off"):
-        assert asyncio.run(first_event(conn_id)) == {
-            "status": SUCCESS,
-            "attributes": emulator.get_attributes(existing),
-        }
+        assert asyncio.run(first_event(conn_id)) == {"status": SUCCESS, "user_id": existing}

@@ -265,7 +265,7 @@ def test_deferrable_hands_over_to_the_trigger(emulator: KumulosEmulator) -> None
 def test_deferrable_completes_through_the_trigger(
     emulator: KumulosEmulator, appear_later: Callable[..., None]
 ) -> None:
-    appear_later("deferred-user", {"onboarded": True}, delay=0.3, after=2)
+    appear_later("deferred-user", {"onboarded": True}, delay=0.3, after=2)  # the trigger's first check
     op = sensor(user_id="deferred-user", deferrable=True, attributes_match={"onboarded": True})
     assert run_deferrable(op) == {"onboarded": True}
     # The worker checks, the triggerer waits, and the resumed task reads the attributes it returns.
@@ -293,8 +293,7 @@ def test_a_failed_read_on_resume_raises_the_typed_error(
 
 def test_hook_params_reach_the_trigger_through_its_serialised_form(emulator: KumulosEmulator) -> None:
     # The poke finds no user; the trigger, rebuilt from what the sensor serialised, gives up the slow
-    # answer after hook_params' 0.2 s (the connection would wait 60 s) and its retry finds the user;
-    # the resumed sensor then reads the attributes it returns.
+    # answer after hook_params' 0.2 s (the connection would wait 60 s) and its retry finds the user.
     emulator.add_user("slow-user", {"a": 1})
     emulator.script_faults([Fault.status_code(404), Fault.slow(3.0)])
     op = sensor(user_id="slow-user", deferrable=True, poke_interval=0.05, hook_params={"timeout": 0.2})
