@@ -2,13 +2,17 @@
 # machine needs only Python 3.10+ and make. `make help` lists the targets.
 
 VENV ?= .venv
-PYTHON ?= python3
 # Newest Airflow release this provider is checked against (`release-check` also checks the floor).
 AIRFLOW_NEWEST := 3.3.2
-# Airflow release the development environment runs on; `make test AIRFLOW_VERSION=3.1.0 VENV=.venv-3.1`
-# runs the suite on the oldest supported release instead.
+# Airflow release the development environment runs on; `make test AIRFLOW_VERSION=3.1.0 VENV=.venv-3.1.0
+# PYTHON=python3.10` runs the suite on the oldest supported release (and Python) instead.
 AIRFLOW_VERSION ?= $(AIRFLOW_NEWEST)
 PYTEST_ARGS ?=
+# Interpreter a new $(VENV) is created with (an existing one keeps its own): CI runs the newest Airflow
+# on python3.11 and the oldest on python3.10.
+PYTHON ?= python3
+# Further Python releases `release-check` installs the wheel on (with the newest Airflow) and smoke-tests.
+RELEASE_PYTHONS ?= python3.12 python3.13
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kumulos-dev-$(AIRFLOW_VERSION).stamp
@@ -18,6 +22,10 @@ CONSTRAINTS := $(wildcard .ci/constraints/airflow-$(AIRFLOW_VERSION).txt)
 # ones an old release is pinned to, and linting does not depend on the Airflow version anyway.
 EXTRAS := $(if $(filter $(AIRFLOW_NEWEST),$(AIRFLOW_VERSION)),dev,test)
 INSTALL_ARGS := -e ".[$(EXTRAS)]" "apache-airflow==$(AIRFLOW_VERSION)" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# mysqlclient (the MySQL provider's driver in the test tools) has no Linux wheel: it compiles against the
+# MariaDB client library, which pkg-config must find. Where it is missing and apt is there, install it.
+BUILD_PACKAGES := libmariadb-dev pkg-config
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 BENCHMARKS := $(filter-out bench/_%.py,$(sort $(wildcard bench/*.py)))
 
 .PHONY: help venv test lint format demo bench bench-smoke dist release-check e2e clean
@@ -40,6 +48,9 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml or the constraints changed (uv makes a no-op install take a second).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	pkg-config --exists libmariadb 2>/dev/null || ! command -v apt-get >/dev/null \
+		|| { $(SUDO) apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(BUILD_PACKAGES); }
 	$(BIN)/python -m pip install -q --upgrade uv \
 		&& $(BIN)/uv pip install --python $(BIN)/python $(INSTALL_ARGS) \
 		|| $(BIN)/python -m pip install $(INSTALL_ARGS)
@@ -72,7 +83,7 @@ dist: venv
 	$(BIN)/python -m build --installer uv --outdir dist .
 
 release-check: dist
-	VENV=$(VENV) AIRFLOW_NEWEST=$(AIRFLOW_NEWEST) bash .ci/release_check.sh dist
+	VENV=$(VENV) AIRFLOW_NEWEST=$(AIRFLOW_NEWEST) RELEASE_PYTHONS="$(RELEASE_PYTHONS)" bash .ci/release_check.sh dist
 
 e2e: venv
 	@if [ -x .ci/e2e.sh ]; then VENV=$(VENV) .ci/e2e.sh; else echo "no executable .ci/e2e.sh: nothing to run"; fi

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Release readiness of the distributions in DIST_DIR (`make release-check` builds them first):
 # inspect the sdist and wheel, then install ONLY the wheel into fresh virtual environments with the
-# newest and with the oldest supported Airflow, and smoke-test each install (.ci/smoke_test.py).
+# newest and with the oldest supported Airflow, then with the newest Airflow on each further Python
+# release the package claims, and smoke-test each install (.ci/smoke_test.py).
 #
 # Usage: .ci/release_check.sh DIST_DIR
 # Environment: VENV (development venv with build tools, default .venv), AIRFLOW_NEWEST (default 3.3.2),
+# RELEASE_PYTHONS (further interpreters, default "python3.12 python3.13"),
 # RELEASE_CHECK_DIR (where the fresh venvs go, default build/release-check).
 set -euo pipefail
 
@@ -13,6 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=$(cd "${VENV:-.venv}" && pwd)
 newest=${AIRFLOW_NEWEST:-3.3.2}
+read -r -a pythons <<<"${RELEASE_PYTHONS-python3.12 python3.13}"
 work=${RELEASE_CHECK_DIR:-$root/build/release-check}
 started=$SECONDS
 
@@ -35,12 +38,19 @@ wheel=$(ls "$dist_dir"/*.whl)
 
 rm -rf "$work"
 mkdir -p "$work"
-declare -A timings
-for airflow in "$newest" "$floor"; do
-    step "wheel $version on apache-airflow==$airflow (fresh venv, wheel only)"
+timings=()
+# Each check: Airflow release and interpreter (the development venv's Python for the first two).
+checks=("$newest $venv/bin/python" "$floor $venv/bin/python")
+for python in "${pythons[@]}"; do
+    checks+=("$newest $python")
+done
+for check in "${checks[@]}"; do
+    read -r airflow python <<<"$check"
+    label="apache-airflow==$airflow on $("$python" -c 'import platform; print("Python", platform.python_version())')"
+    step "wheel $version, $label (fresh venv, wheel only)"
     began=$SECONDS
-    target=$work/venv-airflow-$airflow
-    "$venv/bin/uv" venv -q --python "$venv/bin/python" "$target"
+    target=$work/venv-$((${#timings[@]} + 1))
+    "$venv/bin/uv" venv -q --python "$python" "$target"
     constraints=()
     if [[ -f .ci/constraints/airflow-$airflow.txt ]]; then
         constraints=(-c ".ci/constraints/airflow-$airflow.txt")
@@ -50,11 +60,9 @@ for airflow in "$newest" "$floor"; do
     # Run from outside the source tree so that only the installed wheel can be imported.
     (cd "$work" && env -u PYTHONPATH "$target/bin/python" "$root/.ci/smoke_test.py" \
         --expect-version "$version" --expect-airflow "$airflow")
-    timings[$airflow]="install ${installed}s, smoke test $((SECONDS - began - installed))s"
+    timings+=("$label: install ${installed}s, smoke test $((SECONDS - began - installed))s")
 done
 
 step "release check passed for $version"
-for airflow in "$newest" "$floor"; do
-    echo "  apache-airflow==$airflow: ${timings[$airflow]}"
-done
+printf '  %s\n' "${timings[@]}"
 echo "  total: $((SECONDS - started))s"

@@ -62,3 +62,12 @@ def async_connection_getters() -> bool:
     from airflow.sdk import Connection
 
     return hasattr(Connection, "aextra_dejson")
+
+
+def bucket(path: Any) -> str:
+    """The bucket of an object-storage path (``""`` where there is none).
+
+    Airflow 3.1's ``ObjectStoragePath`` keeps the connection id in it (``conn_id@bucket``); later
+    releases do not.
+    """
+    return str(getattr(path, "bucket", "")).rpartition("@")[2]

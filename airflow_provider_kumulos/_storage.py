@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_kumulos import _compat
 from airflow_provider_kumulos.exceptions import KumulosInputError
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def check_writable(
     if is_local(path):
         return _check_local_writable(path, parameter, given or path)
     try:
-        bucket = getattr(path, "bucket", "")
+        bucket = _compat.bucket(path)
         if bucket and not path.fs.exists(bucket):
             raise KumulosInputError(
                 parameter,

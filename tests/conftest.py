@@ -5,6 +5,7 @@ The environment is set before anything imports Airflow, so no test ever touches 
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -67,7 +68,9 @@ class DagRunner:
     def run(self, source_or_path: str | Path, dag_id: str, **test_kwargs: Any) -> Any:
         path = source_or_path if isinstance(source_or_path, Path) else self.write(source_or_path)
         dag = self.load(path, dag_id)
-        _serialize_for_old_airflow(dag)
+        if _airflow_before_3_2():
+            _serialize_for_old_airflow(dag)
+            _complete_old_dag_test()
         return dag.test(**test_kwargs)
 
     @staticmethod
@@ -101,19 +104,48 @@ class DagRunner:
             return XComModel.deserialize_value(row)
 
 
-def _serialize_for_old_airflow(dag: Any) -> None:
-    """Airflow 3.1's ``dag.test()`` needs the DAG serialised in the DB first (3.2+ does it itself)."""
+def _airflow_before_3_2() -> bool:
     from airflow import __version__
     from packaging.version import Version
 
-    if Version(__version__) >= Version("3.2"):
-        return
+    return Version(__version__) < Version("3.2")
+
+
+def _serialize_for_old_airflow(dag: Any) -> None:
+    """Airflow 3.1's ``dag.test()`` needs the DAG serialised in the DB first (3.2+ does it itself)."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.models.dagbag import DagBag, sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag.fileloc)
     sync_bag_to_db(bag, "dags-folder", None)
+
+
+def _complete_old_dag_test() -> None:
+    """Make Airflow 3.1's ``dag.test()`` run tasks as its workers do (3.2+ needs none of this).
+
+    Its in-process runner skips two things a worker does: it puts no ``exception`` in the failure
+    callbacks' context (a worker's task runner does), and it starts a new execution API, with an
+    event-loop thread that is never stopped, for every task, which makes a long session hang; 3.2+
+    keeps one per process, as this does.
+    """
+    from airflow.sdk.execution_time import supervisor, task_runner
+
+    if not hasattr(supervisor.in_process_api_server, "cache_clear"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
+    finalize = task_runner.finalize
+    if getattr(finalize, "sets_exception", False):
+        return
+
+    @functools.wraps(finalize)
+    def finalize_with_exception(
+        ti: Any, state: Any, context: Any, log: Any, error: BaseException | None = None
+    ) -> Any:
+        context["exception"] = error
+        return finalize(ti, state, context, log, error)
+
+    finalize_with_exception.sets_exception = True  # type: ignore[attr-defined]
+    task_runner.finalize = finalize_with_exception
 
 
 @pytest.fixture

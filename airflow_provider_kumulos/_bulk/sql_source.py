@@ -44,6 +44,12 @@ def _mysql_streaming_cursor(module: str) -> Callable[[Any], Any]:
     return cursor
 
 
+def _mysql_connector_cursor(conn: Any) -> Any:
+    """mysql-connector: its unbuffered cursor, which reads the rest of the result off when closed early."""
+    conn.can_consume_results = True  # else closing before the last row raises "Unread result found"
+    return conn.cursor(buffered=False)
+
+
 #: How to open a server-side cursor, by the top-level module of the driver's connection class. Drivers
 #: not listed get the plain ``conn.cursor()``; most of them (SQLite, Snowflake, Trino, BigQuery's
 #: DB-API) already fetch lazily.
@@ -52,6 +58,7 @@ SERVER_SIDE_CURSORS: dict[str, Callable[[Any], Any]] = {
     "psycopg": _named_cursor,
     "pymysql": _mysql_streaming_cursor("pymysql"),
     "MySQLdb": _mysql_streaming_cursor("MySQLdb"),
+    "mysql": _mysql_connector_cursor,
 }
 
 
@@ -263,6 +270,8 @@ def json_value(value: object) -> Any:
         return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return _time_of_day(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Mapping):
@@ -272,6 +281,13 @@ def json_value(value: object) -> Any:
     if isinstance(value, list | tuple):
         return [json_value(item) for item in value]
     raise ValueError(f"a {type(value).__name__} value cannot be sent as JSON")
+
+
+def _time_of_day(value: datetime.timedelta) -> str:
+    """MySQL drivers give a ``TIME`` as a duration: one within a day is that time of day's ISO text."""
+    if not datetime.timedelta(0) <= value < datetime.timedelta(days=1):
+        raise ValueError("a duration that is not a time of day (00:00 to 24:00) cannot be sent as JSON")
+    return (datetime.datetime.min + value).time().isoformat()
 
 
 def _first_line(value: object) -> str:

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kumulos._bulk.options import BULK_OPTIONS, DELETE, SET, BulkOption, options_of
+from airflow_provider_kumulos._bulk.options import (
+    BULK_OPTIONS,
+    DELETE,
+    SET,
+    BulkOption,
+    check_static,
+    options_of,
+)
 from airflow_provider_kumulos.operators.kumulos import DeleteAttributesOperator, SetAttributesOperator
 
 DOCS = (Path(__file__).resolve().parents[2] / "docs" / "attributes.md").read_text()
@@ -37,27 +44,28 @@ def test_templates_and_renderers_come_from_the_list(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", [SET, DELETE])
 def test_the_operator_keeps_every_option_as_checked(kind: str) -> None:
-    ways = {SET: {"records": []}, DELETE: {"user_ids": []}}[kind]
-    operator = OPERATORS[kind](task_id="t", max_requests_per_second=5, **ways)
-    for option in options_of(kind):
-        expected = ways.get(option.name, option.default)
-        if option.name == "max_requests_per_second":
-            expected = 5.0
-        if option.name == "hook_params":
-            expected = {}
-        assert getattr(operator, option.kept_as) == expected, option.name
+    given = {SET: {"records": []}, DELETE: {"user_ids": []}}[kind] | {"max_requests_per_second": 5}
+    operator = OPERATORS[kind](task_id="t", **given)
+    kept = check_static(kind, {option.name: option.default for option in options_of(kind)} | given)
+    assert {option.kept_as: getattr(operator, option.kept_as) for option in options_of(kind)} == kept
+    assert (operator.max_requests_per_second, operator.hook_params, operator.is_dry_run) == (5.0, {}, False)
 
 
-def _table(heading: str) -> dict[str, list[str]]:
-    """The parameter table under ``heading`` in docs/attributes.md: each name in the first column -> its row."""
+def _table(heading: str) -> dict[str, tuple[str, str]]:
+    """The parameter table under ``heading`` in docs/attributes.md: each name in the first column -> its
+    default and templated cells (a row naming several options gives one default each, or one for all)."""
     section = DOCS.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
-    rows: dict[str, list[str]] = {}
+    rows: dict[str, tuple[str, str]] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 4 or not cells[0].startswith("`"):
             continue
-        for name in re.findall(r"`(\w+)`", cells[0]):
-            rows[name] = cells
+        names = re.findall(r"`(\w+)`", cells[0])
+        defaults = (
+            cells[1].split(", ") if len(cells[1].split(", ")) == len(names) else [cells[1]] * len(names)
+        )
+        for name, default in zip(names, defaults, strict=True):
+            rows[name] = (default, cells[2])
     return rows
 
 
@@ -79,11 +87,13 @@ def test_the_docs_table_lists_every_option_with_its_default_and_template_flag(
     rows = _table(heading)
     assert set(rows) == {option.name for option in options_of(kind)}
     for option in options_of(kind):
-        _, default, templated, _meaning = rows[option.name][:4]
+        default, templated = rows[option.name]
         if default:  # rows that refer to another table leave it empty
             assert default == _default_text(option), option.name
         if default or templated:
-            assert templated.startswith("yes") == option.templated, option.name
+            # "yes", or in a row of several options the names of those templated
+            marked = templated.startswith("yes") or f"`{option.name}`" in templated
+            assert marked == option.templated, option.name
 
 
 def test_every_option_belongs_to_an_operator_and_is_named_once() -> None:

@@ -104,6 +104,8 @@ def test_sqlite_rows_become_records_with_their_columns_as_attributes(
             "2024-05-01T12:30:00+02:00",
         ),
         (datetime.time(8, 15), "08:15:00"),
+        (datetime.timedelta(hours=8, minutes=15), "08:15:00"),  # MySQL's TIME
+        (datetime.timedelta(hours=23, seconds=59, microseconds=5), "23:00:59.000005"),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
         ({"a": [1, decimal.Decimal("2.5")], "b": {"c": None}}, {"a": [1, 2.5], "b": {"c": None}}),
         ([datetime.date(2024, 1, 2), "x"], ["2024-01-02", "x"]),
@@ -122,7 +124,8 @@ def test_database_values_map_to_json(value: object, expected: object) -> None:
     [
         (b"\x00\x01", "a bytes value cannot be sent as JSON"),
         (memoryview(b"x"), "a memoryview value cannot be sent as JSON"),
-        (datetime.timedelta(days=1), "a timedelta value cannot be sent as JSON"),
+        (datetime.timedelta(days=1), "a duration that is not a time of day"),
+        (datetime.timedelta(seconds=-1), "a duration that is not a time of day"),
         (decimal.Decimal("NaN"), "NaN and Infinity"),
         ({1: "x"}, "keys that are not strings"),
         ([object()], "a object value cannot be sent as JSON"),

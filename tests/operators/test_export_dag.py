@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_export_support import assert_export_matches, leftovers
 
 from airflow_provider_kumulos.testing.emulator import Fault, KumulosEmulator
@@ -75,6 +76,10 @@ def test_retry_resumes_from_the_task_state_store(
     dag_runner: Any, kumulos_connection: KumulosEmulator, tmp_path: Path
 ) -> None:
     """First try dies on page 4 after two parts; Airflow retries and the second try fetches pages 4-5 only."""
+    try:
+        from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
+    except ImportError:
+        pytest.skip("export resume needs Airflow 3.3's task state store; before it a retry starts over")
     kumulos_connection.script_faults([Fault("status", status=401)], page=4)
     source = _source(
         tmp_path,

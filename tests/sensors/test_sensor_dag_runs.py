@@ -106,7 +106,7 @@ def test_reschedule_mode(
 def test_deferrable_mode_completes_through_the_trigger(
     dag_runner: Any, emulator: KumulosEmulator, appear_later: Callable[..., None], failures: Path
 ) -> None:
-    appear_later("deferred-user", {"onboarded": True}, after=2)
+    appear_later("deferred-user", {"onboarded": True}, after=2)  # after the trigger's first check
     source = dag_source(
         "kumulos_sensor_deferrable",
         failures,
