@@ -7,6 +7,7 @@
 # Environment knobs:
 #   KUMULOS_E2E_CELERY=0     skip the CeleryExecutor repeat and the fault scenarios (default 1)
 #   KUMULOS_E2E_CHAOS=0      skip the fault scenarios; "only" runs them without the regular checks (default 1)
+#   KUMULOS_E2E_SCENARIOS=L  comma-separated fault scenarios to run, e.g. 2a,6 (default: all)
 #   KUMULOS_E2E_BROWSER=0    skip the UI checks in Chromium (default 1)
 #   KUMULOS_E2E_USERS=N      users served by the emulator (default 500)
 #   KUMULOS_E2E_TIMEOUT=S    hard limit for the whole driver in seconds (default 1200)
@@ -87,7 +88,7 @@ fi
 
 args=(--users "$USERS" --run-dir "$RUN_DIR" --browser "$BROWSER")
 if [ "$CELERY" = "1" ]; then
-    args+=(--celery --chaos "$CHAOS")
+    args+=(--celery --chaos "$CHAOS" --scenarios "${KUMULOS_E2E_SCENARIOS:-1,3,6,4,5,2a,2b}")
 else
     args+=(--chaos 0)
 fi

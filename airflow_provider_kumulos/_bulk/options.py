@@ -44,6 +44,8 @@ ONE_WAY_FIX = {
 MAX_CONCURRENCY = 64
 #: Share of the users a sync state lists that one run may clear before ``remove_absent`` refuses.
 DEFAULT_MAX_REMOVAL_FRACTION = 0.5
+#: Seconds between saves of the sync state while a run goes on (``_bulk.sync`` uses the value passed).
+DEFAULT_CHECKPOINT_INTERVAL = 60.0
 #: Hook arguments the operators set from arguments of their own, which ``hook_params`` may not repeat.
 OWNED_HOOK_PARAMS = {"pool_size": "max_concurrency", "max_requests_per_second": "max_requests_per_second"}
 
@@ -232,6 +234,17 @@ def _check_max_removal_fraction(value: object, earlier: Earlier) -> float:
     return check_number("max_removal_fraction", value, 0.0, 1.0)
 
 
+def _check_checkpoint_interval(value: object, earlier: Earlier) -> float:
+    return check_number(
+        "checkpoint_interval",
+        value,
+        0,
+        low_open=True,
+        unit="seconds",
+        fix="Pass e.g. 60 to save the sync state every minute while the run goes on.",
+    )
+
+
 def _check_hook_params(value: object, earlier: Earlier) -> dict[str, Any]:
     return check_hook_params(value, SYNC_PARAMS, owned=OWNED_HOOK_PARAMS)
 
@@ -281,6 +294,9 @@ BULK_OPTIONS: tuple[BulkOption, ...] = (
     BulkOption("reconcile", False, _bool("reconcile")),
     BulkOption("reconcile_from", None, _as_given, templated=True),
     BulkOption("sync_state_path", None, _as_given, templated=True, operators=SET_ONLY),
+    BulkOption(
+        "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, _check_checkpoint_interval, operators=SET_ONLY
+    ),
     BulkOption("full_refresh", False, _check_full_refresh, operators=SET_ONLY),
     BulkOption("remove_absent", False, _check_remove_absent, operators=SET_ONLY),
     BulkOption("managed_keys", None, _check_managed_keys, operators=SET_ONLY),

@@ -77,7 +77,8 @@ def run_bulk(
 ) -> BulkReport:
     """Run ``records`` through ``send`` (None: dry run), write the failures file, log; return the report.
 
-    With a sync ``state``, unchanged records are counted and not sent, and outcomes update the state.
+    With a sync ``state``, unchanged records are counted and not sent, and outcomes update the state,
+    which checkpoints itself while the runner goes on.
     With a ``reconciler``, records Kumulos already holds are counted and not sent instead. With
     ``remove_absent``, users absent from the source then go through ``remove`` (a dry run only
     counts them), unless they are more than ``max_removal_fraction`` of the users they are counted
@@ -102,6 +103,7 @@ def run_bulk(
             classify=classify_stage(state, reconciler),
             settled=_settled_stage(state, reconciler, dry_run=send is None),
             drifted=None if reconciler is None or state is None else lambda: reconciler.drifted,
+            tick=None if state is None else state.tick,
         )
         result = runner.run(records)
     finishing: dict[str, Any] = {

@@ -85,7 +85,8 @@ class BulkRunner:
     With a ``classify`` stage (a sync state's or a reconcile's), valid records are looked up
     :data:`CLASSIFY_BATCH` at a time (so up to that many more are held) and those it gives an
     outcome are counted, not sent; ``settled`` hears the outcome of every record sent; ``drifted``
-    (a reconcile with a state) gives the count the progress lines show.
+    (a reconcile with a state) gives the count the progress lines show. ``tick`` is called on the
+    reading thread after each record and while it waits (the sync state checkpoints itself there).
     """
 
     def __init__(
@@ -99,8 +100,10 @@ class BulkRunner:
         classify: Classify | None = None,
         settled: Callable[[Job, bool], None] | None = None,
         drifted: Callable[[], int] | None = None,
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self._send = send
+        self._tick = tick
         self._drifted = drifted
         self._classify = classify
         self._settled = settled
@@ -214,6 +217,8 @@ class BulkRunner:
             self._report()
 
     def _report(self) -> None:
+        if self._tick is not None:
+            self._tick()
         counts = self.counts
         self._progress.update(
             counts.done,

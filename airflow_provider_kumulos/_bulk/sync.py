@@ -2,8 +2,10 @@
 
 The state lives on any object storage (``sync_state_path``). A run downloads it to a local temporary
 file, reads and updates it there in batches (SQLite on disk: memory does not grow with the number of
-users) and uploads it with :func:`~airflow_provider_kumulos._storage.atomic_write` at the end, so a
-run killed outright leaves the previous state where it was. docs/attributes.md describes the format.
+users) and uploads it with :func:`~airflow_provider_kumulos._storage.atomic_write` every
+``checkpoint_interval`` seconds (:class:`Checkpoints`) and at the end, so a run killed outright leaves
+the last checkpoint, and its retry sends again only what was sent after it. docs/attributes.md
+describes the format.
 Users the state lists but this run's source did not hold are cleared through the bulk runner, unless
 they are too many (:func:`removal_guard`).
 """
@@ -14,6 +16,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -34,8 +37,6 @@ from airflow_provider_kumulos._storage import STALE_TEMPORARY_SECONDS, atomic_wr
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 
 if TYPE_CHECKING:
-    import logging
-
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_kumulos._bulk.records import Remover
@@ -57,6 +58,8 @@ CACHE_KIB = 8192
 COPY_CHUNK = 1 << 20
 #: Prefix of the local folders holding a run's working copy, in the system's temporary folder.
 LOCAL_PREFIX = "kumulos-sync-"
+#: Seconds between checkpoints of the state while a run goes on (``checkpoint_interval``).
+CHECKPOINT_INTERVAL = 60.0
 
 #: Canonical JSON: keys sorted at every level, UTF-8, no spaces (14x faster than ``json.dumps`` here).
 _CANONICAL = msgspec.json.Encoder(order="sorted")
@@ -98,6 +101,7 @@ class SyncState:
     def __init__(self, db_path: str, where: str, api_key: str, *, full_refresh: bool) -> None:
         self.where = where
         self.full_refresh = full_refresh
+        self._file = db_path
         self._db = sqlite3.connect(db_path, isolation_level=None)
         self._pending: list[tuple[bytes, int, str, bool]] = []
         self._removed: list[tuple[str, bool]] = []
@@ -105,6 +109,7 @@ class SyncState:
         self.duplicates = 0
         self.keys: set[str] = set()
         self.run = 1
+        self.checkpoints: Checkpoints | None = None
         try:
             self._open(api_key)
         except BaseException:
@@ -272,7 +277,37 @@ class SyncState:
         with self._lock:
             self._removed.append((job.identifier, ok))
 
-    # --- closing --------------------------------------------------------------------------------
+    # --- saving -----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Called often by the thread that opened the state: saves a checkpoint when one is due."""
+        if self.checkpoints is not None:
+            self.checkpoints.tick()
+
+    def snapshot(self, target: str) -> None:
+        """Commit the outcomes settled so far and copy the working copy to the new file ``target``.
+
+        The copy still holds the rows of users first seen in this run and not settled yet (digest
+        NULL): :func:`drop_unsettled` removes them, off this thread.
+        """
+        self._flush()
+        self._write_meta()
+        self._db.execute("COMMIT")
+        try:
+            # Committed, without a journal and with no other writer: the file itself is the database
+            # (a plain copy is 5x faster than SQLite's backup API: 0.2 s against 1 s for 1,000,000 users).
+            shutil.copyfile(self._file, target)
+        finally:
+            self._db.execute("BEGIN")
+
+    def _write_meta(self) -> None:
+        meta = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "run": str(self.run),
+            "keys": json.dumps(sorted(self.keys)),
+        }
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
 
     def close(self, save: bool) -> None:
         """Write the outcomes and the metadata (when ``save``), and close the database."""
@@ -280,16 +315,84 @@ class SyncState:
             if save:
                 self._flush()
                 self._db.execute("DELETE FROM users WHERE digest IS NULL")
-                meta = {
-                    "format": FORMAT,
-                    "version": str(VERSION),
-                    "run": str(self.run),
-                    "keys": json.dumps(sorted(self.keys)),
-                }
-                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+                self._write_meta()
                 self._db.execute("COMMIT")
         finally:
             self._db.close()
+
+
+def drop_unsettled(db_path: str) -> None:
+    """Remove from a snapshot the users first seen in its run and not settled (never sent)."""
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as db:
+        db.execute("DELETE FROM users WHERE digest IS NULL")
+
+
+def upload(local: str, path: ObjectStoragePath) -> None:
+    """Publish the state file ``local`` at ``path`` whole (the previous object stays until then)."""
+    with open(local, "rb") as source, atomic_write(path, "wb") as target:
+        shutil.copyfileobj(source, target, COPY_CHUNK)
+
+
+class Checkpoints:
+    """Saves a running sync's state to its path every ``interval`` seconds, out of the workers' way.
+
+    :meth:`tick` runs on the thread that owns the state: when a checkpoint is due it commits the
+    working copy and copies it locally (:meth:`SyncState.snapshot`, the only pause, measured in
+    ``paused``); a background thread then drops the unsettled rows and uploads the copy atomically.
+    One checkpoint at a time; :meth:`wait` lets the last one finish, so the final save lands after it.
+    An upload that fails is logged and retried at the next checkpoint: the final save still reports.
+    """
+
+    def __init__(
+        self, state: SyncState, path: ObjectStoragePath, folder: str, interval: float, logger: Any
+    ) -> None:
+        self._state = state
+        self._path = path
+        self._snapshot = os.path.join(folder, "checkpoint.sqlite")
+        self._interval = interval
+        self._logger = logger
+        self._due = time.monotonic() + interval
+        self._upload: threading.Thread | None = None
+        self.saved = 0
+        self.paused: list[float] = []
+
+    def tick(self) -> None:
+        """Take a checkpoint if one is due and the previous one has finished uploading."""
+        now = time.monotonic()
+        if now < self._due or (self._upload is not None and self._upload.is_alive()):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._snapshot)
+        self._state.snapshot(self._snapshot)
+        done = time.monotonic()
+        self.paused.append(done - now)
+        self._due = done + self._interval
+        self._upload = threading.Thread(target=self._save, name="kumulos-sync-checkpoint", daemon=True)
+        self._upload.start()
+
+    def _save(self) -> None:
+        try:
+            drop_unsettled(self._snapshot)
+            upload(self._snapshot, self._path)
+        except Exception as error:  # the run goes on; its final save reports a lasting problem
+            self._logger.warning(
+                "Sync state checkpoint not saved (%s: %s); the next one or the end of the run saves it",
+                type(error).__name__,
+                error,
+            )
+            return
+        self.saved += 1
+        self._logger.info(
+            "Sync state checkpoint %d saved to %s (writing paused %.0f ms)",
+            self.saved,
+            self._path,
+            1000 * self.paused[-1],
+        )
+
+    def wait(self) -> None:
+        """Let a checkpoint still uploading finish."""
+        if self._upload is not None:
+            self._upload.join()
 
 
 def sweep_stale_copies() -> int:
@@ -314,12 +417,20 @@ def sweep_stale_copies() -> int:
 
 @contextlib.contextmanager
 def open_state(
-    path: ObjectStoragePath, api_key: str, *, full_refresh: bool, save: bool
+    path: ObjectStoragePath,
+    api_key: str,
+    *,
+    full_refresh: bool,
+    save: bool,
+    checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    logger: logging.Logger | Any = None,
 ) -> Iterator[SyncState]:
     """The state at ``path`` (empty if none) as a local working copy; uploaded atomically if ``save``.
 
-    The upload happens when the block completes, which includes a run that ended with failed records
-    (the operator raises only afterwards). A block that raised keeps the previous state unchanged.
+    The upload happens every ``checkpoint_interval`` seconds while the block runs (from the calls to
+    :meth:`SyncState.tick`) and when it completes, which includes a run that ended with failed
+    records (the operator raises only afterwards). A block that raised leaves the last checkpoint
+    (or the previous state, before the first one).
     """
     where = str(path)
     sweep_stale_copies()
@@ -329,15 +440,20 @@ def open_state(
             with path.open("rb") as source, open(local, "wb") as target:
                 shutil.copyfileobj(source, target, COPY_CHUNK)
         state = SyncState(local, where, api_key, full_refresh=full_refresh)
+        if save:
+            state.checkpoints = Checkpoints(
+                state, path, folder, checkpoint_interval, logger or logging.getLogger(__name__)
+            )
         completed = False
         try:
             yield state
             completed = True
         finally:
+            if state.checkpoints is not None:
+                state.checkpoints.wait()
             state.close(save and completed)
         if save:
-            with open(local, "rb") as source, atomic_write(path, "wb") as target:
-                shutil.copyfileobj(source, target, COPY_CHUNK)
+            upload(local, path)
 
 
 # --- users absent from the source ------------------------------------------------------------
@@ -391,9 +507,10 @@ def clear_absent(
     logger: logging.Logger | Any,
     request_stats: RequestStats | None,
     progress_interval: float,
+    tick: Callable[[], None] | None = None,
 ) -> BulkResult:
     """Clear every absent user through ``remove``; outcomes go to ``settled`` (the state), not to the
-    failures file."""
+    failures file; ``tick`` (the state's checkpoints) is called between records."""
     progress = ProgressLogger(
         "clear users absent from the source",
         logger=logger,
@@ -409,6 +526,7 @@ def clear_absent(
         on_failure=lambda failure: None,
         progress=progress,
         settled=settled,
+        tick=tick,
     )
     result = runner.run(SourceRecord("absent from the source", identifier) for identifier in absent)
     counts = result.counts
@@ -450,5 +568,6 @@ def finish_sync(
                 logger,
                 request_stats,
                 progress_interval,
+                state.tick,
             )
     return sync

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_provider_kumulos._bulk.options import (
+    DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_MAX_REMOVAL_FRACTION,
     DELETE,
     SET,
@@ -308,6 +309,8 @@ class SetAttributesOperator(_AttributesOperator):
     :param reconcile_from: compare with an export ``ExportUsersOperator`` wrote (its file or its
         ``_manifest.json``) instead of the listing; implies ``reconcile``. Templated.
     :param sync_state_path: file keeping what the last sync sent: only changed records are sent. Templated.
+    :param checkpoint_interval: with ``sync_state_path``: seconds between saves of the state while the
+        run goes on (default 60), so a retry after a crash resends only what was sent since the last one.
     :param full_refresh: with ``sync_state_path``: send every record and rewrite the state.
     :param remove_absent: with ``sync_state_path`` or a reconcile: users that left the source lose the
         keys this sync manages.
@@ -328,6 +331,7 @@ class SetAttributesOperator(_AttributesOperator):
     attribute_types: dict[str, str] | None
     merge: bool
     sync_state_path: Any
+    checkpoint_interval: float
     full_refresh: bool
     managed_keys: tuple[str, ...] | None
     template_fields = templated(SET)
@@ -359,6 +363,7 @@ class SetAttributesOperator(_AttributesOperator):
         reconcile: bool = False,
         reconcile_from: Any = None,
         sync_state_path: Any = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         full_refresh: bool = False,
         remove_absent: bool = False,
         managed_keys: Iterable[str] | None = None,
@@ -411,6 +416,8 @@ class SetAttributesOperator(_AttributesOperator):
             hook.config.api_key,
             full_refresh=self.full_refresh,
             save=not self.is_dry_run,
+            checkpoint_interval=self.checkpoint_interval,
+            logger=self.log,
         )
 
     def _merge(self) -> bool:

@@ -117,6 +117,16 @@ class AirflowDeployment:
             services=self.services,
         )
 
+    def restart_worker(self, lost: Service) -> None:
+        """Start a lost Celery worker again (same name, its own log file) and wait for its ping."""
+        self.services.start(f"{lost.name}-again", lost.argv, lost.env)
+        wait_for(
+            f"Celery worker {lost.name} to answer a ping again",
+            lambda: _workers_answering(self.env["AIRFLOW__CELERY__BROKER_URL"], [lost.name]),
+            timeout=180,
+            services=self.services,
+        )
+
     def _healthy(self, since: datetime | None, component: str = "scheduler") -> bool | None:
         """True once every component is healthy (and ``component`` has beaten after ``since``)."""
         try:

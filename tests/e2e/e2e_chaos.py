@@ -1,18 +1,22 @@
 """Faults on the running deployment: what production kills, and proof that nothing is lost.
 
-Five scenarios, run after the regular checks on the CeleryExecutor deployment: a task process
-killed mid-export, a whole Celery worker lost mid bulk write, the triggerer restarted under a
-deferred sensor, the scheduler restarted during the parallel export, and a 30-second API outage
-during an export. Each asserts its outcome from the emulator's request log, the files in S3 and the
+Six scenarios, run after the regular checks on the CeleryExecutor deployment: a task process
+killed mid-export, a whole Celery worker lost mid bulk write (twice: keeping a checkpointed sync
+state, then reconciling), the triggerer restarted under a deferred sensor, the scheduler restarted
+during the parallel export, a 30-second API outage during an export, and the triggerer SIGKILLed
+under deferred sensors while a second one runs. Each asserts its outcome from the emulator's request log, the files in S3 and the
 metadata database (REST API and PostgreSQL), and prints one line of figures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
+import sqlite3
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -26,7 +30,7 @@ from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_leaks import person
 from e2e_postgres import PostgresCluster
-from e2e_procs import DeploymentError, ServiceGroup, descendants, wait_for
+from e2e_procs import DeploymentError, Service, ServiceGroup, descendants, wait_for
 from e2e_rest import AirflowAPI, TaskRun
 
 #: Settings every component gets when the scenarios run: a task whose worker vanished stops
@@ -43,6 +47,14 @@ PAGES_PER_PART = SPLIT_EVERY // PAGE_SIZE
 AHEAD = 2
 OUTAGE_SECONDS = 30.0
 BULK_RECORDS = 5_000
+#: ``checkpoint_interval`` of ``kumulos_e2e_bulk_worker_lost_sync`` (tests/e2e/dags).
+CHECKPOINT_INTERVAL = 2.0
+#: Deferred sensors under the triggerer that scenario 6 kills, and the DAG they run in.
+KILLED_SENSORS, BURST_DAG = 10, "kumulos_e2e_sensor_burst"
+#: Airflow's defaults, left as they are: a triggerer heartbeats every ``[triggerer] job_heartbeat_sec``
+#: and its triggers go to another once its last heartbeat is older than
+#: ``[triggerer] triggerer_health_check_threshold``.
+TRIGGERER_HEARTBEAT, TRIGGERER_THRESHOLD = 5.0, 30.0
 RUN_TIMEOUT = 300.0
 KILL_DAG, RESTART_DAG = "kumulos_e2e_export_resume", "kumulos_onboarding"
 TYPED_ERRORS = ("KumulosServerError", "KumulosTransportError", "KumulosRateLimitError")
@@ -113,7 +125,7 @@ def _twice(pages: list[int]) -> int:
 
 
 class Chaos:
-    """The five scenarios; each raises DeploymentError with the evidence when its outcome is wrong."""
+    """The six scenarios; each raises DeploymentError with the evidence when its outcome is wrong."""
 
     def __init__(
         self,
@@ -323,15 +335,20 @@ class Chaos:
 
     # -- 2. a whole Celery worker lost mid bulk write -------------------------------------------
 
-    def worker_lost(self) -> None:
+    def worker_lost(self, with_state: bool) -> Service:
         """SIGKILL a Celery worker (with its task) mid bulk write: the scheduler notices the missing
-        heartbeat in seconds, the retry runs on the other worker, every user ends as intended."""
-        dag_id = "kumulos_e2e_bulk_worker_lost"
+        heartbeat in seconds, the retry runs on the other worker, every user ends as intended.
+
+        ``with_state``: the write keeps a sync state saved every few seconds, and the retry sends
+        again exactly what the killed try sent after its last checkpoint; otherwise it reconciles.
+        Returns the lost worker, so that it can be started again."""
+        dag_id = "kumulos_e2e_bulk_worker_lost_sync" if with_state else "kumulos_e2e_bulk_worker_lost"
+        variant = "sync" if with_state else "reconcile"
         intended = {
-            f"e2e-bulk-{self.tag}-{number:05d}": {"chaos": "worker-lost", "n": number}
+            f"e2e-bulk-{self.tag}-{variant}-{number:05d}": {"chaos": "worker-lost", "n": number}
             for number in range(BULK_RECORDS)
         }
-        source_key = f"chaos/{self.tag}/bulk/updates.jsonl"
+        source_key = f"chaos/{self.tag}/bulk-{variant}/updates.jsonl"
         self.reader.s3.put_object(
             Bucket=self.bucket,
             Key=source_key,
@@ -340,8 +357,11 @@ class Chaos:
                 for ident, attrs in intended.items()
             ).encode(),
         )
-        failures = self._folder("bulk/failures.jsonl")
+        failures = self._folder(f"bulk-{variant}/failures.jsonl")
+        state_key = f"chaos/{self.tag}/bulk-{variant}/state.sqlite"
         conf = {"source": f"s3://aws_default@{self.bucket}/{source_key}", "failures": failures}
+        if with_state:
+            conf["state"] = f"s3://aws_default@{self.bucket}/{state_key}"
         run_id = self._start(dag_id, conf, latency=0.005)
         task = wait_for(
             "the bulk write to run",
@@ -351,15 +371,22 @@ class Chaos:
             interval=0.2,
         )
         wait_for(
-            "a fifth of the writes",
-            lambda: True if self._puts() >= BULK_RECORDS // 5 else None,
+            "a fifth of the writes" + (" and a checkpoint of the sync state" if with_state else ""),
+            lambda: (
+                True
+                if self._puts() >= BULK_RECORDS // 5
+                and (not with_state or state_key in self._keys(self._folder(f"bulk-{variant}")))
+                else None
+            ),
             timeout=120,
             interval=0.1,
         )
         worker = self._worker_of(task.pid or 0)
-        killed = self.services.kill(self.services.get(worker))
+        lost = self.services.get(worker)
+        killed = self.services.kill(lost)
         killed_at, killed_wall = time.monotonic(), time.time()
         _require((task.pid or 0) in killed, f"task process {task.pid} was not among the killed {killed}")
+        checkpointed = self._synced(state_key) if with_state else set()
         detected = wait_for(
             "the scheduler to notice the lost task",
             lambda: self._left_running(dag_id, run_id, "set_attributes"),
@@ -382,29 +409,62 @@ class Chaos:
         if summary["failed"] or self._keys(failures):
             fed_back = summary["failed"]
             self.checks.finish(
-                dag_id, self.api.trigger(dag_id, {"source": failures, "failures": failures}), 0
+                dag_id, self.api.trigger(dag_id, {**conf, "source": failures, "failures": failures}), 0
             )
         actual = self.emulator.attributes_by_user(*self.keys)
         wrong = [ident for ident, attrs in intended.items() if actual.get(ident) != attrs]
         _require(not wrong, f"{len(wrong)} users not in their intended state, e.g. {wrong[:3]}")
-        entries = [e for e in self.emulator.requests() if e["method"] == "PUT" and e["status"] == 200]
+        entries = [
+            e
+            for e in self.emulator.requests()
+            if e["method"] == "PUT" and e["status"] == 200 and e["identifier"] in intended
+        ]
         puts = Counter(e["identifier"] for e in entries)
-        before_kill = sum(1 for e in entries if e["timestamp"] < killed_wall)
+        killed_try = {e["identifier"] for e in entries if e["timestamp"] < killed_wall}
         tries = self.api.tries(dag_id, run_id, "set_attributes")
-        again = sum(1 for count in puts.values() if count > 1)
-        # reconcile=True: the retry reads what Kumulos holds first, so what the killed try wrote is
-        # not sent again (at most the writes it had in flight, max_concurrency=4).
-        _require(again <= 4, f"{again} records sent again after the loss, despite reconcile=True")
+        again = {ident for ident, count in puts.items() if count > 1}
+        if with_state:
+            # What the last checkpoint holds is not sent again; what the killed try sent after it is.
+            _require(
+                again == killed_try - checkpointed,
+                f"{len(again)} records sent again; the killed try sent {len(killed_try)}, of which the "
+                f"last checkpoint held {len(checkpointed & killed_try)}",
+            )
+            _require(len(again) < len(killed_try), "the retry sent again everything the killed try sent")
+            how = (
+                f"sync state checkpointed every {CHECKPOINT_INTERVAL:g}s: the last checkpoint before the "
+                f"kill held {len(checkpointed):,} users, so {len(again):,} of the {len(killed_try):,} "
+                f"records the killed try sent were sent again (without checkpoints: all {len(killed_try):,}); "
+                f"retry: {summary['unchanged']} unchanged, {summary['succeeded']} sent"
+            )
+        else:
+            # reconcile=True: the retry reads what Kumulos holds first, so what the killed try wrote
+            # is not sent again (at most the writes it had in flight, max_concurrency=4).
+            _require(
+                len(again) <= 4, f"{len(again)} records sent again after the loss, despite reconcile=True"
+            )
+            how = f"reconciling: {summary['unchanged']} users found as intended, {summary['succeeded']} sent"
         self._report(
-            "2 Celery worker lost mid bulk write",
-            Outcome(recovered_s=recovered_s, pages_twice=0, records_again=again, tries=str(len(tries))),
-            f"killed {worker} ({len(killed)} processes) after {before_kill} of {BULK_RECORDS} "
+            f"2{'a' if with_state else 'b'} Celery worker lost mid bulk write ({variant})",
+            Outcome(recovered_s=recovered_s, pages_twice=0, records_again=len(again), tries=str(len(tries))),
+            f"killed {worker} ({len(killed)} processes) after {len(killed_try)} of {BULK_RECORDS} "
             f"writes; loss noticed after {detected_s:.1f}s (heartbeat timeout "
             f"{AIRFLOW_SETTINGS['AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT']}s); retry on "
-            f"{retry.hostname}, reconciling: {summary['unchanged']} users found as intended, "
-            f"{summary['succeeded']} sent; {BULK_RECORDS} users as intended; {summary['failed']} failed "
+            f"{retry.hostname}, {how}; {BULK_RECORDS} users as intended; {summary['failed']} failed "
             f"records ({fed_back} fed back from the failures file)",
         )
+        return lost
+
+    def _synced(self, key: str) -> set[str]:
+        """Identifiers a sync state object in the bucket records as sent (its users with a digest)."""
+        body = self.reader.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        with tempfile.TemporaryDirectory() as folder:
+            local = os.path.join(folder, "state.sqlite")
+            with open(local, "wb") as file:
+                file.write(body)
+            with contextlib.closing(sqlite3.connect(local)) as db:
+                rows = db.execute("SELECT identifier FROM users WHERE digest IS NOT NULL").fetchall()
+        return {identifier for (identifier,) in rows}
 
     def _puts(self) -> int:
         """PUTs answered since :meth:`prepare` emptied the request log (and its counters)."""
@@ -494,6 +554,126 @@ class Chaos:
             1
             for e in self.emulator.requests()
             if e.get("identifier") == user_id and e["method"] == "GET" and e["status"] == 404
+        )
+
+    # -- 6. triggerer SIGKILLed under deferred sensors -----------------------------------------
+
+    def triggerer_killed(self) -> None:
+        """SIGKILL the triggerer holding deferred sensors while a second one runs: once the first one's
+        heartbeat is older than ``[triggerer] triggerer_health_check_threshold`` the second takes its
+        triggers over, and every sensor then completes on its first try."""
+        prefix = f"e2e-trigkill-{self.tag}"
+        user_ids = [f"{prefix}-{number:03d}" for number in range(KILLED_SENSORS)]
+        run_id = self._start(BURST_DAG, {"prefix": prefix, "count": KILLED_SENSORS}, latency=0.0)
+        holders = wait_for(
+            f"all {KILLED_SENSORS} sensors to be deferred and claimed",
+            lambda: self._sensor_holders(run_id),
+            timeout=300,
+            services=self.services,
+            interval=1.0,
+        )
+        _require(len(holders) == 1, f"the sensors' triggers are held by several triggerers: {holders}")
+        [old_id] = holders
+        wait_for(
+            "the triggerer to poll for every user",
+            lambda: True if all(n >= 2 for n in self._misses_of(user_ids).values()) else None,
+            timeout=120,
+            interval=1.0,
+        )
+        old = next(s for s in self.services.services if s.name.startswith("triggerer"))
+        self.services.start("triggerer-standby", old.argv, old.env)
+        standby_id = wait_for(
+            "the standby triggerer to heartbeat", lambda: self._live_triggerer(newer_than=old_id), timeout=180
+        )
+        _require(
+            self._sensor_holders(run_id) == {old_id},
+            "the standby took triggers while the first triggerer lived",
+        )
+        killed = self.services.kill(old)
+        killed_at, killed_wall = time.monotonic(), time.time()
+        last_beat = self._heartbeat(old_id)
+        misses_at_kill = self._misses_of(user_ids)
+        moved = wait_for(
+            "the standby triggerer to take the triggers over",
+            lambda: True if self._sensor_holders(run_id) == {standby_id} else None,
+            timeout=180,
+            services=self.services,
+            interval=0.5,
+        )
+        taken_s = time.monotonic() - killed_at if moved else math.nan
+        wait_for(
+            "every trigger to poll again",
+            lambda: (
+                True
+                if all(self._misses_of(user_ids)[user] > misses_at_kill[user] for user in user_ids)
+                else None
+            ),
+            timeout=120,
+            interval=0.5,
+        )
+        recovered_s = time.monotonic() - killed_at
+        for user_id in user_ids:
+            self.emulator.add_user(user_id, {"source": "e2e-triggerer-killed"})
+        self._finish(BURST_DAG, run_id)
+        sensors = [t for t in self.api.task_runs(BURST_DAG, run_id) if t.task_id == "wait_for_user"]
+        _require(
+            len(sensors) == KILLED_SENSORS
+            and all(t.state == "success" and t.try_number == 1 for t in sensors),
+            f"sensors: {[(t.label, t.state, t.try_number) for t in sensors]}",
+        )
+        silent_s = killed_wall - last_beat
+        self._report(
+            "6 triggerer SIGKILLed under deferred sensors",
+            Outcome(
+                recovered_s=recovered_s,
+                pages_twice=0,
+                records_again=0,
+                tries=f"1 for each of the {KILLED_SENSORS} sensors",
+            ),
+            f"killed triggerer {old_id} ({len(killed)} processes) {silent_s:.1f}s after its last heartbeat; "
+            f"triggerer {standby_id} took all {KILLED_SENSORS} triggers over {taken_s:.1f}s after the kill "
+            f"({silent_s + taken_s:.1f}s after the last heartbeat: [triggerer] "
+            f"triggerer_health_check_threshold {TRIGGERER_THRESHOLD:g}s, heartbeat every "
+            f"job_heartbeat_sec {TRIGGERER_HEARTBEAT:g}s); every trigger polled again {recovered_s:.1f}s "
+            f"after the kill; all sensors succeeded once their users existed",
+        )
+
+    def _sensor_holders(self, run_id: str) -> set[int] | None:
+        """The triggerer ids holding the burst run's sensors, once every sensor is deferred and claimed."""
+        sensors = [t for t in self.api.task_runs(BURST_DAG, run_id) if t.task_id == "wait_for_user"]
+        ended = [
+            t.label for t in sensors if t.state in ("failed", "upstream_failed", "up_for_retry", "success")
+        ]
+        if ended:
+            raise DeploymentError(f"sensors ended while their users did not exist: {ended}")
+        holders = {t.triggerer_id for t in sensors if t.state == "deferred"}
+        if len(sensors) < KILLED_SENSORS or any(t.state != "deferred" for t in sensors) or None in holders:
+            return None
+        return {holder for holder in holders if holder is not None}
+
+    def _live_triggerer(self, newer_than: int) -> int | None:
+        """The id of a triggerer job started after ``newer_than`` that has heartbeat in the last 10 s."""
+        rows = self.postgres.query(
+            "SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' AND id > %s"
+            " AND latest_heartbeat > now() - interval '10 seconds' ORDER BY id DESC LIMIT 1",
+            (newer_than,),
+        )
+        return int(str(rows[0][0])) if rows else None
+
+    def _heartbeat(self, job_id: int) -> float:
+        """When the job last heartbeat, as a Unix time."""
+        [(beat,)] = self.postgres.query("SELECT latest_heartbeat FROM job WHERE id = %s", (job_id,))
+        if not isinstance(beat, datetime):
+            raise DeploymentError(f"job {job_id} has no heartbeat: {beat!r}")
+        return (beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)).timestamp()
+
+    def _misses_of(self, user_ids: list[str]) -> Counter[str]:
+        """Lookups per user answered 404."""
+        wanted = set(user_ids)
+        return Counter(
+            e["identifier"]
+            for e in self.emulator.requests()
+            if e.get("identifier") in wanted and e["method"] == "GET" and e["status"] == 404
         )
 
     # -- 4. scheduler restarted during the parallel export -------------------------------------
@@ -609,21 +789,41 @@ class Chaos:
         )
 
 
-def run_all(chaos: Chaos, phase: Callable[[str], Any]) -> None:
-    """Every scenario; 1 and 3 run side by side (they disturb different components and their
-    requests are told apart in the log), the worker is lost last (the run ends on one worker)."""
-    with phase("chaos 1 + 3: task process killed, triggerer restarted"):
-        chaos.prepare(latency=0.3, dags=(KILL_DAG, RESTART_DAG))
-        killed, restarted = chaos.kill_begin(), chaos.restart_begin()
-        chaos.kill_fault(killed)
-        chaos.restart_fault(restarted)
-        chaos.kill_finish(killed)
-        chaos.restart_finish(restarted)
-    for name, scenario in (
-        ("chaos 4: scheduler restart", chaos.scheduler_restart),
-        ("chaos 5: API outage", chaos.api_outage),
-        ("chaos 2: Celery worker lost", chaos.worker_lost),
+#: Scenario names ``run_all`` takes (``--scenarios``, ``KUMULOS_E2E_SCENARIOS``), in running order.
+SCENARIOS = ("1", "3", "6", "4", "5", "2a", "2b")
+
+
+def run_all(chaos: Chaos, phase: Callable[[str], Any], only: Iterable[str] = SCENARIOS) -> None:
+    """The scenarios named in ``only`` (all by default); 1 and 3 run side by side (they disturb
+    different components and their requests are told apart in the log), the worker is lost last
+    (2a starts it again; after 2b the run ends on one worker)."""
+    wanted = set(only)
+    if "1" in wanted or "3" in wanted:
+        with phase("chaos 1 + 3: task process killed, triggerer restarted"):
+            chaos.prepare(latency=0.3, dags=(KILL_DAG, RESTART_DAG))
+            killed = chaos.kill_begin() if "1" in wanted else None
+            restarted = chaos.restart_begin() if "3" in wanted else None
+            if killed is not None:
+                chaos.kill_fault(killed)
+            if restarted is not None:
+                chaos.restart_fault(restarted)
+            if killed is not None:
+                chaos.kill_finish(killed)
+            if restarted is not None:
+                chaos.restart_finish(restarted)
+    for key, name, scenario in (
+        ("6", "chaos 6: triggerer SIGKILLed under deferred sensors", chaos.triggerer_killed),
+        ("4", "chaos 4: scheduler restart", chaos.scheduler_restart),
+        ("5", "chaos 5: API outage", chaos.api_outage),
     ):
-        with phase(name):
-            scenario()
+        if key in wanted:
+            with phase(name):
+                scenario()
+    if "2a" in wanted:
+        with phase("chaos 2a: Celery worker lost, sync state"):
+            lost = chaos.worker_lost(with_state=True)
+            chaos.deployment.restart_worker(lost)
+    if "2b" in wanted:
+        with phase("chaos 2b: Celery worker lost, reconcile"):
+            chaos.worker_lost(with_state=False)
     chaos.emulator.clear_faults()

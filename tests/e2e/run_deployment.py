@@ -34,7 +34,7 @@ from types import FrameType
 
 from e2e_airflow import USERNAME, AirflowDeployment
 from e2e_browser import BrowserPhase, TaskPage
-from e2e_chaos import AIRFLOW_SETTINGS, Chaos, run_all
+from e2e_chaos import AIRFLOW_SETTINGS, SCENARIOS, Chaos, run_all
 from e2e_checks import Checks, Figures
 from e2e_emulator import EmulatorAdmin
 from e2e_leaks import personal_values, scan_logs
@@ -56,6 +56,7 @@ DAG_IDS = (
     "kumulos_e2e_export_resume",
     "kumulos_e2e_export_outage",
     "kumulos_e2e_bulk_worker_lost",
+    "kumulos_e2e_bulk_worker_lost_sync",
     "kumulos_e2e_warehouse",
 )
 BUCKET = "kumulos-e2e"
@@ -74,6 +75,11 @@ def _parse_args() -> argparse.Namespace:
         help="fault scenarios after the regular checks (needs --celery); 'only' skips the regular checks",
     )
     parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated fault scenarios to run, of {','.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
         "--browser",
         choices=("0", "1"),
         default="1",
@@ -83,6 +89,15 @@ def _parse_args() -> argparse.Namespace:
         "--run-dir", type=Path, help="scratch directory (logs stay here); default: a new temp dir"
     )
     return parser.parse_args()
+
+
+def _scenarios(text: str) -> list[str]:
+    """The ``--scenarios`` list, each checked against the known scenarios."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise DeploymentError(f"unknown fault scenarios {unknown}: choose among {', '.join(SCENARIOS)}")
+    return names
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -262,7 +277,9 @@ def _scenario(args: argparse.Namespace, run_dir: Path, services: ServiceGroup, f
                         checks.parallel_export("parallel export (CeleryExecutor)", workers=set(workers))
             if chaos:
                 run_all(
-                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)), clock.phase
+                    Chaos(checks, deployment, postgres, services, BUCKET, (API_KEY, server_key)),
+                    clock.phase,
+                    _scenarios(args.scenarios),
                 )
             with clock.phase("scan the logs for the server key and attribute values"):
                 personal = _personal_values(emulator, server_key)

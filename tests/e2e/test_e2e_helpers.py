@@ -15,6 +15,8 @@ import pytest
 from e2e_procs import DeploymentError, ServiceGroup, base_env, descendants, wait_for
 from e2e_timeline import overlap
 
+from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
+
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
@@ -138,8 +140,12 @@ def test_the_deployment_test_dags_parse(airflow_home: Path) -> None:
         "kumulos_e2e_export_resume",
         "kumulos_e2e_export_outage",
         "kumulos_e2e_bulk_worker_lost",
+        "kumulos_e2e_bulk_worker_lost_sync",
         "kumulos_e2e_warehouse",
     }
+    synced = bag.dags["kumulos_e2e_bulk_worker_lost_sync"].get_task("set_attributes")
+    assert isinstance(synced, SetAttributesOperator)
+    assert (synced.retries or 0) >= 1 and synced.checkpoint_interval < 60
     burst = bag.dags["kumulos_e2e_sensor_burst"]
     assert burst.params["count"] == 100 and burst.max_active_tasks >= 100
     resume = bag.dags["kumulos_e2e_export_resume"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_kumulos._bulk.sync import attributes_digest
 from airflow_provider_kumulos.exceptions import KumulosError, KumulosInputError
 from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
 from airflow_provider_kumulos.testing._emulator_faults import Fault
@@ -252,6 +253,9 @@ def test_sync_arguments_are_checked_when_the_task_is_defined() -> None:
         SetAttributesOperator(task_id="t", records=[], sync_state_path="/tmp/s", full_refresh="yes")
     with pytest.raises(KumulosInputError, match="max_removal_fraction"):
         SetAttributesOperator(task_id="t", records=[], sync_state_path="/tmp/s", max_removal_fraction=1.5)
+    for bad in (0, -1, "60", True):
+        with pytest.raises(KumulosInputError, match=r"checkpoint_interval.*seconds > 0"):
+            SetAttributesOperator(task_id="t", records=[], sync_state_path="/tmp/s", checkpoint_interval=bad)
 
 
 # --- remove_absent ---------------------------------------------------------------------------------
@@ -405,6 +409,73 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
     }
     assert sync(state, intended, merge=True)["unchanged"] == 40
     assert not left_behind.exists(), "the next run swept the killed run's working copy"
+
+
+CHECKPOINTING_CHILD = """
+import json, sys
+from airflow_provider_kumulos.operators.kumulos import SetAttributesOperator
+
+rows = json.loads(open(sys.argv[1]).read())
+SetAttributesOperator(
+    task_id="killed", records=rows, sync_state_path=sys.argv[2], max_concurrency=2, checkpoint_interval=0.5
+).execute({})
+"""
+#: Seconds the last checkpoint may lag the kill beyond its interval on a loaded machine.
+CHECKPOINT_SLACK = 5.0
+
+
+def test_a_sync_killed_midway_resends_only_what_was_sent_after_its_last_checkpoint(
+    kumulos_connection: KumulosEmulator, tmp_path: Path
+) -> None:
+    emu = kumulos_connection
+    state = tmp_path / "state" / "segments.sqlite"
+    sync(state, records(400))
+    before = state.read_bytes()
+    intended = records(400, **{f"s{i}": {"segment": "moved", "score": -i} for i in range(400)})
+    source = tmp_path / "rows.json"
+    source.write_text(json.dumps(intended))
+    emu.clear_requests()
+    emu.set_latency(0.05)
+
+    env = {**os.environ, "AIRFLOW_CONN_KUMULOS_DEFAULT": emu.connection_uri()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHECKPOINTING_CHILD, str(source), str(state)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while sum(r.method == "PUT" for r in emu.requests) < 150 or state.read_bytes() == before:
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert time.monotonic() < deadline, "the child never checkpointed"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+    finally:
+        child.wait(30)
+        if child.stderr:
+            child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    killed_puts = {r.identifier: r.timestamp for r in emu.requests if r.method == "PUT"}
+    assert len(killed_puts) < 400, "the child finished before the kill"
+    intended_digests = {row["identifier"]: attributes_digest(row["attributes"]) for row in intended}
+    checkpointed = {key for key, digest in state_rows(state).items() if digest == intended_digests[key]}
+    assert checkpointed and checkpointed <= set(killed_puts)
+
+    emu.clear_requests()
+    emu.set_latency(0.0)
+    summary = sync(state, intended)
+    resent = {r.identifier for r in emu.requests if r.method == "PUT"} & set(killed_puts)
+    # What the checkpoint holds is not sent again; what the killed run sent after it is.
+    assert resent == set(killed_puts) - checkpointed
+    assert len(resent) < len(killed_puts) - 100
+    late = killed_at - 0.5 - CHECKPOINT_SLACK
+    assert all(killed_puts[identifier] >= late for identifier in resent), "an old write was sent again"
+    assert (summary["succeeded"], summary["unchanged"]) == (400 - len(checkpointed), len(checkpointed))
+    assert {row["identifier"]: emu.get_attributes(row["identifier"]) for row in intended} == {
+        row["identifier"]: row["attributes"] for row in intended
+    }
 
 
 @pytest.mark.s3

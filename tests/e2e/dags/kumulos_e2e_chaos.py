@@ -16,6 +16,8 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FOLDER = "{{ params.folder }}"
 #: Users per part file of the resumable export, and users per request (5 pages per part).
 SPLIT_EVERY, PAGE_SIZE = 100, 20
+#: Seconds between saves of the sync state in ``kumulos_e2e_bulk_worker_lost_sync``.
+CHECKPOINT_INTERVAL = 2.0
 
 
 def _folder_param() -> Param:
@@ -95,6 +97,34 @@ def kumulos_e2e_bulk_worker_lost() -> None:
     )
 
 
+@dag(
+    dag_id="kumulos_e2e_bulk_worker_lost_sync",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={
+        "source": Param("file:///tmp/kumulos-e2e-chaos/updates.jsonl", type="string"),
+        "failures": Param("file:///tmp/kumulos-e2e-chaos/failures.jsonl", type="string"),
+        "state": Param("file:///tmp/kumulos-e2e-chaos/state.sqlite", type="string"),
+    },
+    tags=["kumulos", "e2e"],
+)
+def kumulos_e2e_bulk_worker_lost_sync() -> None:
+    """The same bulk write keeping a sync state, saved every ``CHECKPOINT_INTERVAL`` seconds: the
+    retry skips the users the killed try wrote before its last checkpoint."""
+    SetAttributesOperator(
+        task_id="set_attributes",
+        source_path="{{ params.source }}",
+        failures_path="{{ params.failures }}",
+        sync_state_path="{{ params.state }}",
+        checkpoint_interval=CHECKPOINT_INTERVAL,
+        max_concurrency=4,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    )
+
+
 kumulos_e2e_export_resume()
 kumulos_e2e_export_outage()
 kumulos_e2e_bulk_worker_lost()
+kumulos_e2e_bulk_worker_lost_sync()
