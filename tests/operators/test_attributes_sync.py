@@ -361,9 +361,14 @@ SetAttributesOperator(
 
 
 def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
-    kumulos_connection: KumulosEmulator, tmp_path: Path
+    kumulos_connection: KumulosEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = kumulos_connection
+    # A temporary folder of the test's own, for the child and the rerun alike, so working copies
+    # that other runs on the machine leave in the shared one do not count.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     state = tmp_path / "state" / "segments.sqlite"
     sync(state, records(40), merge=True)
     before = state.read_bytes()
@@ -372,9 +377,7 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
     source.write_text(json.dumps(intended))
     emu.clear_requests()
     emu.set_latency(0.2)
-    copies_before = set(Path(tempfile.gettempdir()).glob("kumulos-sync-*"))
-
-    env = {**os.environ, "AIRFLOW_CONN_KUMULOS_DEFAULT": emu.connection_uri()}
+    env = {**os.environ, "AIRFLOW_CONN_KUMULOS_DEFAULT": emu.connection_uri(), "TMPDIR": str(scratch)}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(source), str(state)],
         env=env,
@@ -396,7 +399,7 @@ def test_a_sync_killed_midway_keeps_the_previous_state_and_the_rerun_converges(
     assert 4 <= sum(r.method == "PUT" for r in emu.requests) < 30
     assert state.read_bytes() == before
     assert sorted(path.name for path in state.parent.iterdir()) == ["segments.sqlite"]
-    [left_behind] = set(Path(tempfile.gettempdir()).glob("kumulos-sync-*")) - copies_before
+    [left_behind] = scratch.glob("kumulos-sync-*")
     hour_ago = time.time() - 3700
     for path in [left_behind, *left_behind.iterdir()]:
         os.utime(path, (hour_ago, hour_ago))
