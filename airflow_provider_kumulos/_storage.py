@@ -137,16 +137,17 @@ def abort_unfinished_uploads(folder: ObjectStoragePath, owns: Callable[[str], bo
     other key (another export's, another application's) are left alone.
     """
     fs = folder.fs
+    bucket = _compat.bucket(folder)
     prefix = folder.key.rstrip("/") + "/" if folder.key.strip("/") else ""
     aborted = 0
     markers: dict[str, str] = {}
     while True:
-        page = fs.call_s3("list_multipart_uploads", Bucket=folder.bucket, Prefix=prefix, **markers)
+        page = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers)
         for upload in page.get("Uploads", []):
             name = upload["Key"][len(prefix) :]
             if "/" not in name and owns(name):
                 with contextlib.suppress(FileNotFoundError):  # aborted meanwhile
-                    fs.abort_mpu(folder.bucket, upload["Key"], upload["UploadId"])
+                    fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
                 aborted += 1
         if not page.get("IsTruncated"):
             return aborted

@@ -229,7 +229,8 @@ def test_killed_export_retries_to_a_complete_identical_output(
         assert retry_pages[0] == summary["resumed_parts"] * PAGES_PER_PART + 1
     else:  # no task state store before Airflow 3.3: the retry starts over, cleanly
         assert summary["resumed_parts"] == 0
-        assert retry_pages == list(range(1, USERS // PAGE_SIZE + 1))
+        # Every page once; pages fetched ahead arrive in the log in the order their answers came.
+        assert sorted(retry_pages) == list(range(1, USERS // PAGE_SIZE + 1))
     figures.record(
         "3 crash, export",
         users=USERS,
