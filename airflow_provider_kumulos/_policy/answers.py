@@ -191,7 +191,7 @@ def decode_users_page(request: Request, response: Response, *, raw: bool = False
         raise malformed(
             request, 200, f"with a page that does not match the documented shape ({exc})."
         ) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec before 0.20 raises the latter on bad UTF-8
         raise malformed(request, 200, f"with a body that is not JSON: {_snippet(response.body)!r}") from None
     users = decoded.users
     if raw and b"\n" in response.body:
@@ -234,7 +234,7 @@ def _raw_identifiers(users: list[Any]) -> list[str] | None:
             pass
     try:
         identified = msgspec.json.decode(b"[" + b",".join(users) + b"]", type=_page_types()[2])
-    except msgspec.DecodeError:  # a user is not an object with a string identifier, or not UTF-8
+    except (msgspec.DecodeError, UnicodeDecodeError):  # not an object with a string identifier, or not UTF-8
         return None
     return [user.identifier for user in identified]
 
