@@ -113,7 +113,7 @@ def check_connection_type(env: dict[str, str]) -> str:
     expected = {
         "hidden_fields": ["schema", "port"],
         "host_label": "Base URL",
-        "host_placeholder": "https://crm.kumulos.com",
+        "host_placeholder": "https://crm.kumulos.com (default); no scheme means https://",
     }
     seen = {
         "hidden_fields": (layout or {}).get("hidden_fields"),
